@@ -1,0 +1,84 @@
+"""Reading and writing images with checks that turn bad files into one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from goodsam.errors import ImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+_CHANNELS_BY_MODE = {"L": 1, "1": 1, "LA": 2, "RGBA": 4, "CMYK": 4, "RGBa": 4, "La": 2}
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read image {path}: corrupt or not an image ({exc})") from None
+    return image
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Load an 8-bit, 3-channel image as an HxWx3 uint8 RGB array.
+
+    Grey (1 channel), RGBA/CMYK (4 channels) and 16/32-bit images are refused rather than
+    silently converted, since a silent conversion changes what the models see.
+    """
+    path = Path(path)
+    image = _open(path)
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        raise ImageError(f"{path}: {mode} is a 16/32-bit image; convert it to 8-bit RGB first")
+    if mode in _CHANNELS_BY_MODE:
+        channels = _CHANNELS_BY_MODE[mode]
+        raise ImageError(f"{path}: image has {channels} channel(s) ({mode}); an 8-bit RGB image is needed")
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        if image.mode == "RGBA":
+            raise ImageError(f"{path}: palette image with transparency (4 channels); RGB is needed")
+    elif mode != "RGB":
+        raise ImageError(f"{path}: unsupported image mode {mode}; an 8-bit RGB image is needed")
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ImageError(f"{path}: expected an HxWx3 image, got shape {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def load_label(path: str | os.PathLike) -> np.ndarray:
+    """Load a single-channel 8-bit label image (class ids) as an HxW uint8 array."""
+    path = Path(path)
+    image = _open(path)
+    if image.mode not in ("L", "P"):
+        raise ImageError(f"{path}: label image must be single-channel 8-bit (got mode {image.mode})")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write a uint8 HxW or HxWx3 array as PNG atomically (write to a temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Sorted image files directly in ``folder`` (or the file itself); errors on empty or missing."""
+    folder = Path(folder)
+    if folder.is_file():
+        return [folder]
+    if not folder.is_dir():
+        raise ImageError(f"no such file or folder: {folder}")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {folder}")
+    return images

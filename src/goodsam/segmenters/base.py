@@ -1,0 +1,61 @@
+"""The segmenter interface shared by teacher assistants (TA) and students.
+
+A segmenter owns its preprocessing: it takes uint8 RGB images and returns per-class logits at the
+input resolution for the 19 Cityscapes trainIds, plus multi-level features for MKA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SegmenterOutput:
+    """Typed output of every segmenter.
+
+    logits: (B, num_classes, H, W) class scores at the input resolution (19 Cityscapes trainIds).
+    features: multi-level feature maps, finest first, each (B, C_l, H_l, W_l).
+    """
+
+    logits: torch.Tensor
+    features: tuple[torch.Tensor, ...] = ()
+
+
+class Segmenter(nn.Module):
+    """Base class: subclasses implement :meth:`forward` on normalised pixel values."""
+
+    name: str = "segmenter"
+    num_classes: int = 19
+
+    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
+        super().__init__()
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in 0..255 (uint8 or float) -> normalised float pixel values."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) RGB images, got {tuple(images.shape)}")
+        return (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
+
+    def forward(self, pixel_values: torch.Tensor) -> SegmenterOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def segment(self, images: torch.Tensor) -> SegmenterOutput:
+        """Preprocess 0..255 RGB images and run the network."""
+        return self(self.preprocess(images.to(self.pixel_mean.device)))
+
+
+def to_image_tensor(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """HxWx3 uint8 array(s) -> (B, 3, H, W) uint8 tensor."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    stacked = np.stack(list(images))
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
