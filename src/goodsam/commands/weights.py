@@ -36,7 +36,7 @@ def list_weights(verify: bool = typer.Option(True, help="Check sha256 of present
                 status = "present (no checksum known)"
         table.add_row(name, spec.filename, status, where)
     Console(width=200).print(table)
-    typer.echo("SegFormer models (segformer-b0..b5) load from the Hugging Face hub cache or a local directory.")
+    typer.echo("SegFormer models (segformer-b0..b5) load from the Hugging Face hub cache or a local folder.")
 
 
 @weights_app.command("fetch")
