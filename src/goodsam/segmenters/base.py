@@ -22,10 +22,13 @@ class SegmenterOutput:
 
     logits: (B, num_classes, H, W) class scores at the input resolution (19 Cityscapes trainIds).
     features: multi-level feature maps, finest first, each (B, C_l, H_l, W_l).
+    raw_logits: the network's full output when it has more channels than ``logits`` (e.g. ESPNetv2's
+    20 = 19 trainIds + void), else None.
     """
 
     logits: torch.Tensor
     features: tuple[torch.Tensor, ...] = ()
+    raw_logits: torch.Tensor | None = None
 
 
 class Segmenter(nn.Module):
