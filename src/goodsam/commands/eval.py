@@ -1,0 +1,96 @@
+"""``goodsam eval``: per-class IoU of a model on a labelled set (paper table, JSON, confusion PNG)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from goodsam.errors import ConfigError
+
+
+def _progress(total_label: str):
+    from tqdm import tqdm
+
+    bar = tqdm(desc=total_label, unit="img", disable=None, leave=False)
+
+    def update(done: int, total: int, name: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(name, refresh=False)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def _size(height: int | None, width: int | None) -> tuple[int, int] | None:
+    if (height is None) != (width is None):
+        raise ConfigError("give both --height and --width to resize, or neither")
+    if height is None or width is None:
+        return None
+    if height < 1 or width < 1:
+        raise ConfigError("--height and --width must be positive")
+    return (height, width)
+
+
+def eval_command(
+    model: str = typer.Argument(..., help="Zoo name (espnetv2-s2.0, segformer-b0…), checkpoint dir, "
+                                           "SegFormer hub id/dir or .onnx file."),
+    dataset: Path | None = typer.Option(None, "--dataset",
+                                        help="Dataset root (DensePASS, WildPASS, Cityscapes)."),
+    layout: str = typer.Option("auto", help="auto, densepass, wildpass, cityscapes or folder."),
+    split: str = typer.Option("val", help="Split folder under leftImg8bit/ and gtFine/."),
+    images: Path | None = typer.Option(None, "--images", help="Folder pair: image folder or one image."),
+    labels: Path | None = typer.Option(None, "--labels", help="Folder pair: the label folder."),
+    label_pattern: str = typer.Option("{stem}.png", help="Label file name of image <stem>.<ext>, "
+                                                          "e.g. '{stem}_trainIds.png'."),
+    include: str | None = typer.Option(None, help="Only images whose file name matches this glob."),
+    limit: int | None = typer.Option(None, min=1, help="Evaluate at most this many images."),
+    class_map: str = typer.Option("cityscapes19", "--class-map",
+                                  help="cityscapes19, densepass13, categories7 or a .json/.yaml file."),
+    window: int | None = typer.Option(None, min=1, help="Sliding-window width (default: whole image)."),
+    stride: int | None = typer.Option(None, min=1, help="Sliding-window stride (default: window/2)."),
+    wrap: bool = typer.Option(False, help="Let windows wrap around the 360° seam."),
+    height: int | None = typer.Option(None, help="Resize images (bilinear), labels (nearest) to H."),
+    width: int | None = typer.Option(None, help="… and width W."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: PyTorch's choice)."),
+    weights: Path | None = typer.Option(None, help="Explicit weight file for a zoo model."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default outputs/eval/<model>)."),
+    name: str | None = typer.Option(None, help="Method name in the table (default: the model)."),
+    save_predictions: bool = typer.Option(False, help="Also write predicted trainIds to OUT/predictions."),
+) -> None:
+    """Evaluate MODEL on a labelled set: markdown table, results.json and confusion.png in --out."""
+    from goodsam.evaluation import evaluate, get_class_map, open_labelled_set, write_report
+    from goodsam.evaluation.evaluate import check_labels
+    from goodsam.inference import load_model, set_threads
+
+    size = _size(height, width)
+    if stride is not None and window is None:
+        raise ConfigError("--stride needs --window")
+    mapping = get_class_map(class_map)
+    labelled = open_labelled_set(dataset, layout, split, images, labels, label_pattern, include, limit)
+    check_labels(labelled, mapping)
+    set_threads(threads)
+    loaded = load_model(model, device=device, weights=weights, onnx_threads=threads)
+    out = out or Path("outputs") / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name or model)
+    config = {
+        "model": model, "dataset": labelled.describe(), "class_map": mapping.name,
+        "inference": {"mode": "sliding" if window else "whole", "window": window,
+                      "stride": (stride or window // 2) if window else None, "wrap": wrap},
+        "size": list(size) if size else None, "device": device,
+    }
+    typer.echo(f"evaluating {model} on {len(labelled)} images of {labelled.source} ({labelled.layout}), "
+               f"class map {mapping.name}", err=True)
+    result = evaluate(loaded, labelled, mapping, window=window, stride=stride, wrap=wrap, size=size,
+                      config=config, progress=_progress("eval"), check=False,
+                      save_predictions=out / "predictions" if save_predictions else None)
+    paths = write_report(result, out, name or model)
+    typer.echo(paths["markdown"].read_text().rstrip())
+    typer.echo(f"wrote {paths['markdown']}, {paths['json']}, {paths['confusion']}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

@@ -1,0 +1,214 @@
+"""Labelled image sets on disk: find every image and its label file, with clear errors.
+
+Layouts (``layout=`` / ``--layout``):
+
+* ``densepass``: ``ROOT/leftImg8bit/<split>/<sub>/<id>_.png`` with
+  ``ROOT/gtFine/<split>/<sub>/<id>_labelTrainIds.png`` (DensePASS ships ``<sub> = cs``, split ``val``).
+* ``wildpass``: ``ROOT/leftImg8bit/<split>/<sub>/<name>.{png,jpg}`` with the label under the mirrored
+  folder ``ROOT/gtFine/<split>/<sub>/`` named ``<stem>_labelTrainIds.png`` or ``<stem>.png`` (the official
+  WildPASS evaluation reads ``<image path>.replace('/leftImg8bit/', '/gtFine/')``). The official WildPASS
+  labels use Mapillary ids on 8 classes: convert them to trainIds, or pass a class-map file (``ids`` =
+  their label values) with ``--class-map``.
+* ``cityscapes``: ``ROOT/leftImg8bit/<split>/<city>/<base>_leftImg8bit.png`` with
+  ``ROOT/gtFine/<split>/<city>/<base>_gtFine_labelTrainIds.png`` or, failing that,
+  ``<base>_gtFine_labelIds.png`` (converted to trainIds with the official table).
+* ``folder``: an image folder (or one image) and a label folder; the label of ``<stem>.<ext>`` is named by
+  a pattern, e.g. ``{stem}_trainIds.png`` (the shared Cityscapes sample) or ``{stem}_categoryIds.png``.
+  Images and labels may share a folder: files matching the label pattern are then not taken as images.
+
+``auto`` picks ``cityscapes``/``densepass``/``wildpass`` from the files under ``ROOT``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from goodsam import classes
+from goodsam.errors import ConfigError, ImageError
+from goodsam.evaluation.class_maps import LabelError
+from goodsam.imageio import IMAGE_SUFFIXES, list_images, load_label, load_rgb
+
+LAYOUTS = ("auto", "densepass", "wildpass", "cityscapes", "folder")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and its label file; ``label_ids`` marks Cityscapes labelIds to convert to trainIds."""
+
+    name: str
+    image: Path
+    label: Path
+    label_ids: bool = False
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """The samples of a labelled set, in a stable (sorted) order."""
+
+    layout: str
+    source: str
+    samples: tuple[Sample, ...]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """(HxWx3 uint8 RGB image, HxW uint8 label) with sizes checked; labelIds converted."""
+        image = load_rgb(sample.image)
+        label = load_label(sample.label)
+        if label.shape != image.shape[:2]:
+            raise LabelError(f"label {sample.label} is {label.shape[1]}x{label.shape[0]} but image "
+                             f"{sample.image} is {image.shape[1]}x{image.shape[0]} (width x height)")
+        if sample.label_ids:
+            label = classes.LABELID_TO_TRAINID_LUT[label]
+        return image, label
+
+    def describe(self) -> dict:
+        return {"layout": self.layout, "source": self.source, "n_images": len(self.samples)}
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _split_dirs(root: Path, split: str) -> tuple[Path, Path]:
+    images, labels = root / "leftImg8bit" / split, root / "gtFine" / split
+    if not images.is_dir():
+        raise ConfigError(f"{root} has no leftImg8bit/{split} folder; check --dataset and --split")
+    if not labels.is_dir():
+        raise ConfigError(f"{root} has no gtFine/{split} folder for the labels of leftImg8bit/{split}")
+    return images, labels
+
+
+def _missing(image: Path, expected: list[Path]) -> LabelError:
+    tried = " or ".join(str(p) for p in expected)
+    return LabelError(f"no label for image {image} (expected {tried})")
+
+
+def _densepass(root: Path, split: str) -> list[Sample]:
+    image_dir, label_dir = _split_dirs(root, split)
+    samples = []
+    for image in _images_under(image_dir):
+        folder = label_dir / image.parent.relative_to(image_dir)
+        stem = image.stem[:-1] if image.stem.endswith("_") else image.stem
+        label = folder / f"{stem}_labelTrainIds.png"
+        if not label.is_file():
+            raise _missing(image, [label])
+        samples.append(Sample(str(image.relative_to(image_dir)), image, label))
+    return samples
+
+
+def _wildpass(root: Path, split: str) -> list[Sample]:
+    image_dir, label_dir = _split_dirs(root, split)
+    samples = []
+    for image in _images_under(image_dir):
+        folder = label_dir / image.parent.relative_to(image_dir)
+        candidates = [folder / f"{image.stem}_labelTrainIds.png", folder / f"{image.stem}.png"]
+        label = next((c for c in candidates if c.is_file()), None)
+        if label is None:
+            raise _missing(image, candidates)
+        samples.append(Sample(str(image.relative_to(image_dir)), image, label))
+    return samples
+
+
+def _cityscapes(root: Path, split: str) -> list[Sample]:
+    image_dir, label_dir = _split_dirs(root, split)
+    samples = []
+    for image in _images_under(image_dir):
+        if not image.stem.endswith("_leftImg8bit"):
+            continue
+        base = image.stem[: -len("_leftImg8bit")]
+        folder = label_dir / image.parent.relative_to(image_dir)
+        train_ids = folder / f"{base}_gtFine_labelTrainIds.png"
+        label_ids = folder / f"{base}_gtFine_labelIds.png"
+        if train_ids.is_file():
+            samples.append(Sample(base, image, train_ids))
+        elif label_ids.is_file():
+            samples.append(Sample(base, image, label_ids, label_ids=True))
+        else:
+            raise _missing(image, [train_ids, label_ids])
+    return samples
+
+
+def _pattern_glob(pattern: str) -> str:
+    return pattern.replace("{stem}", "*").replace("{name}", "*")
+
+
+def _folder(images: Path, labels: Path, pattern: str) -> list[Sample]:
+    if "{stem}" not in pattern and "{name}" not in pattern:
+        raise ConfigError(f"--label-pattern '{pattern}' must contain {{stem}} (the image name without "
+                          "extension), e.g. '{stem}_trainIds.png'")
+    if not labels.is_dir():
+        raise ConfigError(f"label folder {labels} not found")
+    image_paths = list_images(images)
+    if images.is_dir() and images.resolve() == labels.resolve():  # shared folder: labels are not images
+        for image in image_paths:
+            if pattern.format(stem=image.stem, name=image.name) == image.name:
+                raise ConfigError(f"--label-pattern '{pattern}' names the image {image} itself as its label")
+        label_glob = _pattern_glob(pattern)
+        image_paths = [p for p in image_paths if not fnmatch.fnmatch(p.name, label_glob)]
+    if not image_paths:
+        raise ImageError(f"no images found in {images} (every file there matches the label pattern)")
+    samples = []
+    for image in image_paths:
+        label = labels / pattern.format(stem=image.stem, name=image.name)
+        if label.resolve() == image.resolve():
+            raise ConfigError(f"--label-pattern '{pattern}' names the image {image} itself as its label")
+        if not label.is_file():
+            raise _missing(image, [label])
+        samples.append(Sample(image.stem, image, label))
+    return samples
+
+
+def detect_layout(root: Path, split: str) -> str:
+    """Guess the layout of a dataset root from its files."""
+    image_dir = root / "leftImg8bit" / split
+    if not image_dir.is_dir():
+        raise ConfigError(f"cannot tell the layout of {root}: no leftImg8bit/{split} folder (give --images "
+                          "and --labels for a plain folder pair, or --layout)")
+    images = _images_under(image_dir)
+    if not images:
+        raise ImageError(f"no images found under {image_dir}")
+    if any(p.stem.endswith("_leftImg8bit") for p in images):
+        return "cityscapes"
+    if any((root / "gtFine" / split).rglob("*_labelTrainIds.png")) and images[0].stem.endswith("_"):
+        return "densepass"
+    return "wildpass"
+
+
+def open_labelled_set(root: str | Path | None = None, layout: str = "auto", split: str = "val",
+                      images: str | Path | None = None, labels: str | Path | None = None,
+                      label_pattern: str = "{stem}.png", include: str | None = None,
+                      limit: int | None = None) -> LabelledSet:
+    """Find the samples of a labelled set; ``include`` keeps image names matching a glob."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown layout '{layout}'; use one of {', '.join(LAYOUTS)}")
+    if images is not None or layout == "folder":
+        if images is None or labels is None:
+            raise ConfigError("the folder layout needs both --images and --labels")
+        if root is not None:
+            raise ConfigError("give either --dataset ROOT or --images/--labels, not both")
+        images, labels = Path(images), Path(labels)
+        samples, layout, source = _folder(images, labels, label_pattern), "folder", f"{images} + {labels}"
+    else:
+        if root is None:
+            raise ConfigError("no dataset: give --dataset ROOT (DensePASS/WildPASS/Cityscapes) or "
+                              "--images DIR --labels DIR")
+        root = Path(root)
+        if not root.is_dir():
+            raise ConfigError(f"dataset folder {root} not found")
+        layout = detect_layout(root, split) if layout == "auto" else layout
+        finder = {"densepass": _densepass, "wildpass": _wildpass, "cityscapes": _cityscapes}[layout]
+        samples, source = finder(root, split), f"{root} ({split})"
+    if include:
+        samples = [s for s in samples if fnmatch.fnmatch(s.image.name, include)]
+    if limit is not None:
+        samples = samples[:limit]
+    if not samples:
+        raise ImageError(f"no labelled images found in {source}"
+                         + (f" matching '{include}'" if include else ""))
+    return LabelledSet(layout, source, tuple(samples))

@@ -1,0 +1,100 @@
+"""Evaluate a model on a labelled set: whole-image or sliding-window inference, one confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from goodsam.classes import LABELID_TO_TRAINID_LUT
+from goodsam.evaluation.class_maps import ClassMap, LabelError
+from goodsam.evaluation.datasets import LabelledSet
+from goodsam.evaluation.metrics import ConfusionMatrix, Scores
+from goodsam.imageio import load_label, save_png
+from goodsam.inference import ProgressCallback, SegmentationModel, predict_labels, resize_label
+
+
+@dataclass
+class EvalResult:
+    """Scores, the confusion matrix behind them and what was evaluated."""
+
+    scores: Scores
+    confusion: ConfusionMatrix
+    class_map: ClassMap
+    n_images: int
+    config: dict = field(default_factory=dict)
+
+    def per_class(self) -> dict[str, float | None]:
+        """Class name -> IoU in percent, ``None`` for classes absent from the labels."""
+        return {name: None if np.isnan(v) else 100.0 * float(v)
+                for name, v in zip(self.class_map.names, self.scores.iou, strict=True)}
+
+    def to_json(self) -> dict:
+        """``{"miou", "per_class", "n_images", "config", …}``; scores in percent.
+
+        ``miou``: over the classes present in the labels; ``predicted_only``: classes predicted but never
+        labelled (left out of ``miou``); ``miou_union``: over classes in the labels or the predictions.
+        """
+        scores = self.scores
+        return {
+            "miou": _percent(scores.miou),
+            "per_class": self.per_class(),
+            "n_images": self.n_images,
+            "pixel_accuracy": _percent(scores.pixel_accuracy),
+            "mean_accuracy": _percent(scores.mean_accuracy),
+            "classes_present": scores.num_present,
+            "predicted_only": [name for name, only in zip(self.class_map.names, scores.predicted_only,
+                                                          strict=True) if only],
+            "miou_union": _percent(scores.miou_union),
+            "class_map": self.class_map.as_dict(),
+            "config": self.config,
+        }
+
+
+def _percent(value: float) -> float | None:
+    return None if np.isnan(value) else 100.0 * float(value)
+
+
+def check_labels(dataset: LabelledSet, class_map: ClassMap) -> None:
+    """Fail fast, before any inference: every label fits its image's size and the class map."""
+    for sample in dataset.samples:
+        with Image.open(sample.image) as image:
+            image_size = image.size
+        label = load_label(sample.label)
+        if (label.shape[1], label.shape[0]) != image_size:
+            raise LabelError(f"label {sample.label} is {label.shape[1]}x{label.shape[0]} but image "
+                             f"{sample.image} is {image_size[0]}x{image_size[1]} (width x height)")
+        if sample.label_ids:
+            label = LABELID_TO_TRAINID_LUT[label]
+        class_map.map_label(label, sample.label)
+
+
+def evaluate(model: SegmentationModel, dataset: LabelledSet, class_map: ClassMap, *,
+             window: int | None = None, stride: int | None = None, wrap: bool = False,
+             size: tuple[int, int] | None = None, config: dict | None = None,
+             progress: ProgressCallback | None = None, save_predictions: Path | None = None,
+             check: bool = True) -> EvalResult:
+    """Run ``model`` over ``dataset`` and score it with ``class_map``.
+
+    ``size`` (height, width) resizes every image (bilinear) and label (nearest) before inference and
+    scoring. ``save_predictions`` writes each predicted trainId map as a PNG into that folder. Labels are
+    checked first (``check``) so that a bad label fails before any inference.
+    """
+    if check:
+        check_labels(dataset, class_map)
+    confusion = ConfusionMatrix(class_map.num_classes)
+    for index, sample in enumerate(dataset.samples):
+        image, label = dataset.load(sample)
+        if size is not None:
+            label = resize_label(label, *size)
+        prediction = predict_labels(model, image, window, stride, wrap, size=size)
+        if save_predictions is not None:
+            stem = Path(sample.name).with_suffix("").as_posix().replace("/", "_")
+            save_png(save_predictions / f"{stem}.png", prediction)
+        confusion.update(class_map.map_label(label, sample.label), class_map.map_prediction(prediction))
+        if progress is not None:
+            progress(index + 1, len(dataset), sample.name)
+    confusion.reduce_from_all_processes()
+    return EvalResult(confusion.compute(), confusion, class_map, len(dataset), dict(config or {}))

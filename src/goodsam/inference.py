@@ -1,0 +1,259 @@
+"""Load any segmentation model goodsam can run, and run it on whole images or sliding windows.
+
+:func:`load_model` accepts
+
+* a zoo name (``espnetv2-s0.5`` … ``espnetv2-s2.0``, ``segformer-b0`` … ``segformer-b5``);
+* a SegFormer Hugging Face hub id (``nvidia/segformer-b0-finetuned-cityscapes-1024-1024``) or a local
+  directory holding such a model (``config.json`` + weights);
+* a goodsam checkpoint directory (``model.safetensors`` + ``goodsam_model.json`` with ``architecture``);
+* an ``.onnx`` file written by ``goodsam export`` (run with ONNX Runtime).
+
+Every loaded model has ``segment(images uint8 (B,3,H,W)) -> SegmenterOutput`` with logits at the input
+resolution, so prediction, evaluation and export share one code path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from goodsam.errors import AssetError, ConfigError
+from goodsam.segmenters.base import Segmenter, SegmenterOutput
+
+CHECKPOINT_CONFIG = "goodsam_model.json"
+CHECKPOINT_WEIGHTS = "model.safetensors"
+ONNX_INPUT = "images"
+ONNX_OUTPUT = "logits"
+
+
+class SegmentationModel(Protocol):
+    """What inference needs from a model (PyTorch :class:`Segmenter` or :class:`OnnxSegmenter`)."""
+
+    name: str
+    num_classes: int
+
+    def segment(self, images: torch.Tensor) -> SegmenterOutput: ...
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``/``cuda``/``cuda:N`` -> a torch device, with a clear error when CUDA is absent."""
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{device}'; use cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device '{device}'; use cpu or cuda")
+    return resolved
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads in PyTorch (None: leave the default).
+
+    On a busy machine fewer threads can be much faster: PyTorch's threads wait for each other after
+    every small operation, and ESPNetv2 runs about a thousand of them per image.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+class OnnxSegmenter:
+    """An exported model run by ONNX Runtime, with the :class:`Segmenter` ``segment`` interface.
+
+    The graph takes float32 RGB in 0..255, ``(B, 3, H, W)``, and returns logits ``(B, C, H, W)``.
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        providers = ["CPUExecutionProvider"]
+        if resolve_device(device).type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError("this onnxruntime has no CUDA support (install onnxruntime-gpu) or use "
+                                  "--device cpu")
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AssetError(f"cannot load ONNX model {self.path}: {first}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise AssetError(f"{self.path} is not a goodsam segmentation model (expected one (B,3,H,W) "
+                             "input)")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.name = meta.get("goodsam_architecture", self.path.stem)
+        classes = outputs[0].shape[1]
+        self.num_classes = int(meta.get("goodsam_num_classes", classes if isinstance(classes, int) else 19))
+        height = inputs[0].shape[2]
+        self.fixed_height: int | None = height if isinstance(height, int) else None
+        self.device = torch.device("cuda" if providers[0].startswith("CUDA") else "cpu")
+
+    def eval(self) -> OnnxSegmenter:
+        return self
+
+    def segment(self, images: torch.Tensor) -> SegmenterOutput:
+        if self.fixed_height is not None and images.shape[2] != self.fixed_height:
+            raise ConfigError(f"{self.path.name} was exported for height {self.fixed_height}, got "
+                              f"{images.shape[2]}; pass --height {self.fixed_height} (or re-export with "
+                              "--dynamic-height)")
+        array = images.detach().to("cpu", torch.float32).numpy()
+        logits = self.session.run([self.output_name], {self.input_name: array})[0]
+        return SegmenterOutput(torch.from_numpy(logits))
+
+
+def _build(name: str, weights: str | Path | None = None, pretrained: bool = True,
+           device: str = "cpu") -> Segmenter:
+    try:
+        from goodsam.segmenters import build_segmenter
+    except ImportError:
+        raise ConfigError("the model zoo (goodsam.segmenters.build_segmenter) is not available in this "
+                          "installation") from None
+    return build_segmenter(name, weights=weights, pretrained=pretrained, device=device)
+
+
+def load_checkpoint(directory: Path, device: str = "cpu") -> Segmenter:
+    """A goodsam checkpoint directory (``model.safetensors`` + ``goodsam_model.json``) -> model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config_path, weights_path = directory / CHECKPOINT_CONFIG, directory / CHECKPOINT_WEIGHTS
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AssetError(f"cannot read {config_path}: {exc}") from None
+    architecture = config.get("architecture") if isinstance(config, dict) else None
+    if not isinstance(architecture, str):
+        raise AssetError(f"{config_path} has no 'architecture' (the segmenter name, e.g. espnetv2-s0.5)")
+    if not weights_path.is_file():
+        raise AssetError(f"checkpoint {directory} has no {CHECKPOINT_WEIGHTS}")
+    model = _build(architecture, pretrained=False, device="cpu")
+    if int(config.get("num_classes", model.num_classes)) != model.num_classes:
+        raise AssetError(f"{config_path}: num_classes {config['num_classes']} but {architecture} predicts "
+                         f"{model.num_classes} classes")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise AssetError(f"cannot read {weights_path}: corrupt safetensors file ({exc})") from None
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    reshaped = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    if missing or unexpected or reshaped:
+        raise AssetError(
+            f"{weights_path} does not match architecture {architecture}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(reshaped)} mis-shaped tensors (e.g. "
+            f"{(missing or unexpected or reshaped)[0]})")
+    model.load_state_dict(state, strict=True)
+    return model.to(resolve_device(device))
+
+
+def load_model(name_or_path: str | Path, device: str = "cpu", weights: str | Path | None = None,
+               onnx_threads: int | None = None) -> SegmentationModel:
+    """Load a model by zoo name, SegFormer hub id/dir, checkpoint directory or ``.onnx`` file (eval mode)."""
+    resolve_device(device)
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix.lower() == ".onnx":
+            return OnnxSegmenter(path, device=device, threads=onnx_threads)
+        if path.is_file() and path.name in (CHECKPOINT_WEIGHTS, CHECKPOINT_CONFIG):
+            path = path.parent
+        if path.is_dir() and (path / CHECKPOINT_CONFIG).is_file():
+            model = load_checkpoint(path, device=device)
+        elif path.is_dir() and (path / "config.json").is_file():  # a Hugging Face SegFormer directory
+            model = _build(str(path), device=device)
+        else:
+            raise AssetError(f"{path} is not a model: expected an .onnx file, a goodsam checkpoint directory "
+                             f"({CHECKPOINT_WEIGHTS} + {CHECKPOINT_CONFIG}) or a SegFormer directory")
+    elif text.lower().endswith((".onnx", ".safetensors", ".pth", ".pt")):
+        raise AssetError(f"model file {path} not found")
+    else:  # a zoo name, or a SegFormer hub id such as nvidia/segformer-b0-finetuned-cityscapes-1024-1024
+        model = _build(text, weights=weights, device=device)
+    return model.eval()
+
+
+def model_device(model: SegmentationModel) -> torch.device:
+    """Where a model's inputs should live."""
+    if isinstance(model, torch.nn.Module):
+        tensor = next(model.buffers(), None)
+        if tensor is None:
+            tensor = next(model.parameters(), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
+    return torch.device("cpu")
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """HxWx3 uint8 -> height x width (bilinear); unchanged if already that size."""
+    if image.shape[:2] == (height, width):
+        return image
+    return np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
+    """HxW label map -> height x width (nearest neighbour); unchanged if already that size."""
+    if label.shape[:2] == (height, width):
+        return label
+    return np.array(Image.fromarray(label).resize((width, height), Image.NEAREST))
+
+
+def _run(model: SegmentationModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    device = model_device(model)
+    chunks = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start:start + batch_size].to(device)
+        logits = model.segment(batch).logits
+        if tuple(logits.shape[-2:]) != tuple(batch.shape[-2:]):
+            logits = F.interpolate(logits, size=batch.shape[-2:], mode="bilinear", align_corners=False)
+        chunks.append(logits.float().cpu())
+    return torch.cat(chunks)
+
+
+@torch.inference_mode()
+def predict_logits(model: SegmentationModel, image: np.ndarray, window: int | None = None,
+                   stride: int | None = None, wrap: bool = False, batch_size: int = 4) -> torch.Tensor:
+    """Logits ``(C, H, W)`` (float32, CPU) for one HxWx3 uint8 image.
+
+    Whole image when ``window`` is None; otherwise full-height windows of ``window`` columns every
+    ``stride`` columns (default ``window // 2``), their logits averaged where they overlap
+    (``goodsam.panorama.windows``); ``wrap`` continues windows across the 360° seam.
+    """
+    tensor = torch.tensor(image, dtype=torch.uint8).permute(2, 0, 1).contiguous()  # a writable copy
+    if window is None:
+        return _run(model, tensor[None], 1)[0]
+    from goodsam.panorama.windows import crop_windows, sliding_windows, stitch_windows
+
+    layout = sliding_windows(tensor.shape[1], tensor.shape[2], window, stride or max(1, window // 2), wrap)
+    crops = crop_windows(tensor, layout)
+    return stitch_windows(_run(model, crops, batch_size), layout)
+
+
+def predict_labels(model: SegmentationModel, image: np.ndarray, window: int | None = None,
+                   stride: int | None = None, wrap: bool = False, size: tuple[int, int] | None = None,
+                   output_size: tuple[int, int] | None = None) -> np.ndarray:
+    """HxW uint8 trainIds for one image; ``size`` (h, w) resizes the input first, ``output_size``
+    resizes the logits (bilinear) before the argmax."""
+    if size is not None:
+        image = resize_image(image, *size)
+    logits = predict_logits(model, image, window, stride, wrap)
+    if output_size is not None and tuple(logits.shape[-2:]) != tuple(output_size):
+        logits = F.interpolate(logits[None], size=output_size, mode="bilinear", align_corners=False)[0]
+    return logits.argmax(0).to(torch.uint8).numpy()
+
+
+ProgressCallback = Callable[[int, int, str], None]

@@ -1,0 +1,101 @@
+"""Predict label maps for images or folders: trainId PNGs, colour overlays and an HTML gallery.
+
+Output folder layout::
+
+    OUT/labels/<stem>.png     uint8 trainIds (0..18), the input's size
+    OUT/overlays/<stem>.png   Cityscapes colours over the image, legend of the classes present
+    OUT/thumbs/<stem>.jpg     overlay thumbnails for the gallery
+    OUT/index.html            the gallery
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from goodsam.classes import CITYSCAPES_CLASSES
+from goodsam.errors import ConfigError, ImageError
+from goodsam.imageio import list_images, load_rgb, save_png
+from goodsam.inference import ProgressCallback, SegmentationModel, predict_labels
+from goodsam.visualize import GalleryItem, overlay, present_classes, save_thumbnail, write_gallery
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Where one image's outputs went."""
+
+    source: Path
+    labels: Path
+    overlay: Path | None
+    classes: tuple[str, ...]
+
+
+def collect_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Images and folders (their images, not recursive) -> image paths; unique output names checked."""
+    if not inputs:
+        raise ConfigError("no input images or folders given")
+    paths: list[Path] = []
+    for item in inputs:
+        paths.extend(list_images(item))
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen and seen[path.stem] != path:
+            raise ImageError(f"{seen[path.stem]} and {path} would both be written as '{path.stem}'; "
+                             "predict them into separate --out folders")
+        seen[path.stem] = path
+    return list(dict.fromkeys(paths))
+
+
+def _inference_size(model: SegmentationModel, image: np.ndarray,
+                    size: tuple[int | None, int | None]) -> tuple[int, int] | None:
+    """The (h, w) to run at: the user's --height/--width (one of them keeps the aspect ratio), else
+    the fixed height an ONNX model was exported for, else None (native size)."""
+    height, width = size
+    fixed = getattr(model, "fixed_height", None)
+    if height is None and width is None and fixed is None:
+        return None
+    h, w = image.shape[:2]
+    if height is None and width is None:
+        height = fixed
+    if height is None:
+        height = max(1, round(h * width / w))
+    if width is None:
+        width = max(1, round(w * height / h))
+    return (height, width)
+
+
+def predict_images(model: SegmentationModel, inputs: list[str | Path], out_dir: str | Path, *,
+                   window: int | None = None, stride: int | None = None, wrap: bool = False,
+                   height: int | None = None, width: int | None = None, overlays: bool = True,
+                   gallery: bool = True, alpha: float = 0.5, title: str = "goodsam predictions",
+                   progress: ProgressCallback | None = None) -> list[Prediction]:
+    """Segment every input image; outputs at the input's own resolution (see the module docstring)."""
+    paths = collect_inputs(inputs)
+    out = Path(out_dir)
+    results: list[Prediction] = []
+    items: list[GalleryItem] = []
+    for index, path in enumerate(paths):
+        image = load_rgb(path)
+        size = _inference_size(model, image, (height, width))
+        labels = predict_labels(model, image, window, stride, wrap, size=size, output_size=image.shape[:2])
+        label_path = save_png(out / "labels" / f"{path.stem}.png", labels)
+        names = tuple(CITYSCAPES_CLASSES[c] for c in present_classes(labels))
+        overlay_path = None
+        if overlays or gallery:
+            picture = overlay(image, labels, alpha)
+            overlay_path = save_png(out / "overlays" / f"{path.stem}.png", picture)
+            if gallery:
+                thumb = save_thumbnail(picture, out / "thumbs" / f"{path.stem}.jpg")
+                items.append(GalleryItem(path.stem, thumb.relative_to(out).as_posix(),
+                                         overlay_path.relative_to(out).as_posix(),
+                                         label_path.relative_to(out).as_posix(), str(path), names,
+                                         image.shape[:2]))
+        results.append(Prediction(path, label_path, overlay_path, names))
+        if progress is not None:
+            progress(index + 1, len(paths), path.name)
+    if gallery and items:
+        mode = f"sliding window {window}/{stride or window // 2}" if window else "whole image"
+        write_gallery(items, out, title, f"model {getattr(model, 'name', '?')}, {mode}, {len(items)} images")
+    return results
