@@ -1,0 +1,274 @@
+"""MKA (Multi-level Knowledge Adaptation) losses of GoodSAM (eq. 4-9) and the per-panorama objective.
+
+Notation (one panorama, ``N`` sliding windows ``W_i``, overlaps ``O_k``):
+
+* ``S_i``: TA logits of window ``W_i`` (``(C, H, w)``), computed with gradient.
+* ``E_i``, ``M_i``: the ensemble pseudo-labels (255 = unlabelled) and weights of window ``i`` from the
+  fusion (CTCF, eq. 3) of the cached SAM masks with the *current* TA logits (no gradient).
+* ``E_H``: the high-confidence ensemble, ``E_H = E_i`` where ``M_i = 1`` and 255 elsewhere.
+* ``P``: the student's logits on the whole ERP panorama ``(C, H, W)``; ``P|W_i``, ``P|O_k`` its crops.
+* ``B_ref``: the refined boundary of each overlap (DAR, built from the TA's hard boundaries of both
+  windows and SAM's boundary of the overlap; no gradient).
+
+Gradient routing: every target (TA argmax, ``E``, ``E_H``, ``B_ref``) is detached, so the student terms
+(eq. 4, 5, 7) reach the student only and the TA terms (eq. 6, eq. 1, eq. 2) reach the TA only. A term
+whose weight is 0 is not computed at all (paper Table 3 ablation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from goodsam.dar import boundary_enhanced_loss, fuse, refine_from_logits, soft_boundary_map
+from goodsam.dar import window_consistency_loss as _window_consistency_loss
+from goodsam.panorama.windows import WindowLayout, assemble_tiles, crop_overlaps, overlap_pairs
+
+IGNORE_INDEX = 255
+
+STUDENT_TERMS = ("eq4_erp", "eq5_student_ensemble", "eq7_student_boundary")
+TA_TERMS = ("eq6_ta_ensemble", "eq1_consistency", "eq2_boundary_enhanced")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of every term; 0 switches a term off. ``high_conf_lambda`` is λ of eq. 5/6 (0.2)."""
+
+    eq4_erp: float = 1.0
+    eq5_student_ensemble: float = 1.0
+    eq7_student_boundary: float = 1.0
+    eq6_ta_ensemble: float = 1.0
+    eq1_consistency: float = 1.0
+    eq2_boundary_enhanced: float = 1.0
+    high_conf_lambda: float = 0.2
+
+    def term_weights(self) -> dict[str, float]:
+        """The weights of the six loss terms (without λ)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "high_conf_lambda"}
+
+
+def _zero(reference: torch.Tensor) -> torch.Tensor:
+    """A zero loss that stays connected to ``reference``'s graph (so backward and DDP see it)."""
+    return reference.sum() * 0.0
+
+
+def _pick(log_probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log_probs[..., label, y, x]`` for every pixel (0 where unlabelled) and the labelled mask."""
+    labels = labels.to(device=log_probs.device, dtype=torch.long)
+    valid = labels != IGNORE_INDEX
+    safe = torch.where(valid, labels, torch.zeros_like(labels))
+    picked = log_probs.gather(-3, safe.unsqueeze(-3)).squeeze(-3)
+    return torch.where(valid, picked, torch.zeros_like(picked)), valid
+
+
+def _nll(picked: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean negative log-likelihood over the labelled pixels (0, not NaN, when there are none)."""
+    loss = -picked if weights is None else -picked * weights.to(picked)
+    return loss.sum() / valid.sum().clamp(min=1)
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixel cross-entropy of ``(..., C, H, W)`` logits against ``(..., H, W)`` labels (255 ignored).
+
+    With ``weights`` the per-pixel losses are multiplied by them. The sum is divided by the number of
+    labelled pixels (at least 1), so an all-unlabelled target gives exactly 0 (not NaN).
+    """
+    picked, valid = _pick(logits.float().log_softmax(dim=-3), labels)
+    return _nll(picked, valid, weights)
+
+
+def _ensemble_from_picked(picked: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor,
+                          high_conf_lambda: float) -> torch.Tensor:
+    """``CE(., E) + λ·M·CE(., E_H)`` from the log-probabilities of ``E`` (shared by eq. 5 and eq. 6).
+
+    ``E_H`` equals ``E`` where it is labelled, so the second term reuses the same log-probabilities.
+    """
+    loss = _nll(picked, valid)
+    if high_conf_lambda:
+        weights = weights.detach().to(picked)
+        high = valid & (weights >= 1.0)
+        confident = torch.where(high, picked, torch.zeros_like(picked))
+        loss = loss + high_conf_lambda * _nll(confident, high, weights)
+    return loss
+
+
+def high_confidence_ensemble(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``E_H``: the ensemble labels ``E`` where ``M = 1`` (CTCF's confident masks), 255 elsewhere."""
+    return torch.where(weights.to(labels.device) >= 1.0, labels, torch.full_like(labels, IGNORE_INDEX))
+
+
+def ensemble_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                  high_conf_lambda: float = 0.2) -> torch.Tensor:
+    """``CE(S, E) + λ · M·CE(S, E_H)`` on windows (shared form of eq. 5 and eq. 6).
+
+    ``logits`` ``(N, C, H, w)``; ``labels`` ``E`` and ``weights`` ``M`` ``(N, H, w)``. Both CE terms are
+    averaged over their own labelled pixels (``E != 255`` and ``E_H != 255`` respectively).
+    """
+    picked, valid = _pick(logits.float().log_softmax(dim=-3), labels.detach())
+    return _ensemble_from_picked(picked, valid, weights, high_conf_lambda)
+
+
+def _window_pick(panorama_log_probs: torch.Tensor, layout: WindowLayout, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_pick` on every window crop of ``(C, H, W)`` log-probabilities, without cropping them.
+
+    Same values as ``_pick(crop_windows(log_probs), labels)`` (``labels`` ``(N, H, w)``), but gathers only
+    the ``N x H x w`` chosen entries instead of copying ``N`` full ``C``-channel windows.
+    """
+    labels = labels.to(device=panorama_log_probs.device, dtype=torch.long)
+    valid = labels != IGNORE_INDEX
+    safe = torch.where(valid, labels, torch.zeros_like(labels))
+    columns = torch.as_tensor(np.stack([layout.window_columns(i) for i in range(layout.num_windows)]),
+                              device=labels.device)
+    rows = torch.arange(layout.height, device=labels.device)
+    picked = panorama_log_probs[safe, rows[None, :, None], columns[:, None, :]]
+    return torch.where(valid, picked, torch.zeros_like(picked)), valid
+
+
+def erp_distillation_loss(student_logits: torch.Tensor, ta_tiled_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: CE of the student's whole-ERP logits against the argmax of the TA's tiled window logits.
+
+    ``ta_tiled_logits``: the TA's non-overlapping window predictions assembled into a panorama
+    (:func:`goodsam.panorama.windows.assemble_tiles`), same shape as ``student_logits`` ``(..., C, H, W)``.
+    The pseudo-labels are an argmax, so no gradient reaches the TA.
+    """
+    return _erp_from_log_probs(student_logits.float().log_softmax(dim=-3), ta_tiled_logits)
+
+
+def _erp_from_log_probs(student_log_probs: torch.Tensor, ta_tiled_logits: torch.Tensor) -> torch.Tensor:
+    picked, valid = _pick(student_log_probs, ta_tiled_logits.detach().argmax(dim=-3))
+    return _nll(picked, valid)
+
+
+def student_ensemble_loss(student_window_logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                          high_conf_lambda: float = 0.2) -> torch.Tensor:
+    """Eq. 5: ``CE(P|W_i, E_i) + λ · M_i·CE(P|W_i, E_H)`` on windows cropped from the student's ERP logits.
+
+    ``E_H = E_i`` where ``M_i = 1`` and 255 elsewhere (see :func:`ensemble_loss`); λ = 0.2 in the paper.
+    """
+    return ensemble_loss(student_window_logits, labels, weights, high_conf_lambda)
+
+
+def ta_ensemble_loss(ta_window_logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                     high_conf_lambda: float = 0.2) -> torch.Tensor:
+    """Eq. 6: ``CE(S_i, E_i) + λ · M_i·CE(S_i, E_H)``: the TA adapts to its own fused ensemble.
+
+    ``E_H`` as in eq. 5. The ensemble is computed from the TA without gradient, so only ``S_i`` carries it.
+    """
+    return ensemble_loss(ta_window_logits, labels, weights, high_conf_lambda)
+
+
+def student_boundary_loss(student_overlap_logits: Sequence[torch.Tensor],
+                          refined_boundaries: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Eq. 7: L1 between the student's soft boundary map on every overlap and ``B_ref``.
+
+    Per overlap ``O_k``: ``sum_x |B_ref(x) - B~_S(x)| / max(1, |B_ref|)`` (normalised like eq. 2), where
+    ``B~_S`` is :func:`goodsam.dar.soft_boundary_map` of ``P|O_k`` (differentiable); averaged over overlaps.
+    """
+    if len(student_overlap_logits) != len(refined_boundaries):
+        raise ValueError(f"{len(student_overlap_logits)} overlap crops but {len(refined_boundaries)} "
+                         "B_ref maps")
+    losses = []
+    for logits, b_ref in zip(student_overlap_logits, refined_boundaries, strict=True):
+        soft = soft_boundary_map(logits.float())
+        target = b_ref.detach().to(soft).expand_as(soft)
+        losses.append((target - soft).abs().sum() / target.sum().clamp(min=1.0))
+    if not losses:
+        raise ValueError("eq. 7 needs at least one overlap")
+    return torch.stack(losses).mean()
+
+
+def _weighted_sum(terms: dict[str, torch.Tensor], names: Sequence[str], weights: LossWeights) -> torch.Tensor:
+    present = [weights.term_weights()[name] * terms[name] for name in names if name in terms]
+    if not present:
+        raise ValueError(f"no loss term of {', '.join(names)} is switched on")
+    return torch.stack(present).sum()
+
+
+def student_total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    """Eq. 8: ``L_student = eq.4 + eq.5 + eq.7`` (each scaled by its weight; absent terms are off)."""
+    return _weighted_sum(terms, STUDENT_TERMS, weights)
+
+
+def ta_total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    """Eq. 9: ``L_TA = eq.6 + L_CC (eq. 1) + L_BE (eq. 2)`` (each scaled by its weight; absent = off)."""
+    return _weighted_sum(terms, TA_TERMS, weights)
+
+
+@dataclass
+class PanoramaTargets:
+    """What the current TA and the cached SAM masks give one panorama (all without gradient).
+
+    ``labels``/``weights``: ``E_i``, ``M_i`` stacked ``(N, H, w)``; ``refined``: ``B_ref`` per overlap;
+    ``ta_tiled``: the TA's non-overlapping windows assembled into ``(C, H, W)`` logits (eq. 4).
+    """
+
+    labels: torch.Tensor
+    weights: torch.Tensor
+    refined: list[torch.Tensor]
+    ta_tiled: torch.Tensor
+
+
+def panorama_targets(ta_window_logits: torch.Tensor, layout: WindowLayout, window_masks: Sequence,
+                     overlap_sam_boundaries: Sequence[torch.Tensor], fusion: str = "ctcf",
+                     fusion_options: dict | None = None, alpha: float = 0.3) -> PanoramaTargets:
+    """Fusion (eq. 3) per window with the current TA, ``B_ref`` per overlap and the tiled TA logits.
+
+    ``window_masks``: one SAM mask set (``MaskSet`` or ``(n, H, w)`` bool) per window;
+    ``overlap_sam_boundaries``: ``B_SAM`` ``(H, w_k)`` bool per overlap.
+    """
+    if len(window_masks) != layout.num_windows:
+        raise ValueError(f"{len(window_masks)} window mask sets for {layout.num_windows} windows")
+    with torch.no_grad():
+        logits = ta_window_logits.detach().float()
+        options = fusion_options or {}
+        fused = [fuse(fusion, masks, logits[i], **options) for i, masks in enumerate(window_masks)]
+        labels = torch.stack([f.labels for f in fused]).to(logits.device)
+        weights = torch.stack([f.weights for f in fused]).to(logits.device)
+        pairs = overlap_pairs(logits, layout)
+        refined = [refine_from_logits(a, b, sam, alpha)
+                   for (a, b), sam in zip(pairs, overlap_sam_boundaries, strict=True)]
+        tiled = assemble_tiles(logits, layout)
+    return PanoramaTargets(labels, weights, refined, tiled)
+
+
+def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor, layout: WindowLayout,
+                    targets: PanoramaTargets, weights: LossWeights) -> dict[str, torch.Tensor]:
+    """All switched-on terms of one panorama plus the totals ``student`` (eq. 8) and ``ta`` (eq. 9).
+
+    ``student_logits``: ``(C, H, W)`` on the panorama in its original orientation (undo any augmentation
+    first); ``ta_window_logits``: ``(N, C, H, w)`` with gradient.
+    """
+    on = {name: value != 0 for name, value in weights.term_weights().items()}
+    terms: dict[str, torch.Tensor] = {}
+    student_logits = student_logits.float()
+    if on["eq4_erp"] or on["eq5_student_ensemble"]:
+        log_probs = student_logits.log_softmax(dim=0)
+    if on["eq4_erp"]:
+        terms["eq4_erp"] = _erp_from_log_probs(log_probs, targets.ta_tiled)
+    if on["eq5_student_ensemble"]:  # eq. 5 on the windows of the student's panorama (gathered, not copied)
+        picked, valid = _window_pick(log_probs, layout, targets.labels)
+        terms["eq5_student_ensemble"] = _ensemble_from_picked(picked, valid, targets.weights,
+                                                              weights.high_conf_lambda)
+    if on["eq7_student_boundary"] and layout.num_overlaps:
+        terms["eq7_student_boundary"] = student_boundary_loss(crop_overlaps(student_logits, layout),
+                                                              targets.refined)
+    if on["eq6_ta_ensemble"]:
+        terms["eq6_ta_ensemble"] = ta_ensemble_loss(ta_window_logits, targets.labels, targets.weights,
+                                                    weights.high_conf_lambda)
+    if on["eq1_consistency"] and layout.num_overlaps:
+        terms["eq1_consistency"] = _window_consistency_loss(ta_window_logits.float(), layout)
+    if on["eq2_boundary_enhanced"] and layout.num_overlaps:
+        pairs = overlap_pairs(ta_window_logits.float(), layout)
+        terms["eq2_boundary_enhanced"] = torch.stack([
+            boundary_enhanced_loss(b_ref, soft_boundary_map(a), soft_boundary_map(b))
+            for (a, b), b_ref in zip(pairs, targets.refined, strict=True)]).mean()
+    has_student = any(name in terms for name in STUDENT_TERMS)
+    has_ta = any(name in terms for name in TA_TERMS)
+    terms["student"] = student_total_loss(terms, weights) if has_student else _zero(student_logits)
+    terms["ta"] = ta_total_loss(terms, weights) if has_ta else _zero(ta_window_logits)
+    return terms
