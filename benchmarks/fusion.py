@@ -1,0 +1,135 @@
+"""Benchmark: SAM + TA fusion (eq. 3) on real Cityscapes frames — TA alone vs SSA, SEPL and CTCF.
+
+MobileSAM masks of each whole 1024x512 frame (cached under ``--cache-dir``, resumable: rerunning reuses
+them) are fused with the ESPNetv2-s2.0 TA's logits of the same frame by each method, with the default
+thresholds (none tuned here, and never on the frankfurt frames). The pseudo-labels are scored against
+the fine ground truth, separately for the frankfurt (val) and aachen (train) frames:
+
+* ``mIoU`` / ``pix acc``: unlabelled pixels (255: no mask, or SEPL's rejected masks) fall back to the TA's
+  own prediction, so every method labels every pixel and the rows are directly comparable;
+* ``labelled``: share of pixels the method labels itself; ``mIoU lab.``: mIoU on those pixels only, with
+  the TA's mIoU on the same pixels in brackets;
+* ``CTCF M=1``: only the pixels CTCF gives weight 1 (its high-confidence set E_H).
+
+    python benchmarks/fusion.py [--cache-dir cache/fusion] [--aachen 20] [--points-per-side 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from goodsam.assets import find_asset
+from goodsam.commands.masks import run_masks
+from goodsam.dar.fusion import IGNORE_INDEX, fuse
+from goodsam.evaluation.metrics import ConfusionMatrix
+from goodsam.imageio import load_label, load_rgb
+from goodsam.sam.base import AMGSettings
+from goodsam.sam.cache import cache_path, load_panorama_masks
+from goodsam.segmenters import build_segmenter
+from goodsam.segmenters.base import to_image_tensor
+
+METHODS = ("TA alone", "SSA", "SEPL", "CTCF", "CTCF M=1")
+
+
+def select_frames(root: Path, aachen: int) -> dict[str, list[Path]]:
+    images = sorted((root / "images").glob("*.jpg"))
+    return {"frankfurt": [p for p in images if p.name.startswith("frankfurt_")],
+            "aachen": [p for p in images if p.name.startswith("aachen_")][:aachen]}
+
+
+def link_frames(frames: list[Path], folder: Path) -> Path:
+    """A folder of symlinks to the chosen frames, the input of the masks stage."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in frames:
+        link = folder / path.name
+        if not link.exists():
+            link.symlink_to(path.resolve())
+    return folder
+
+
+class Scorer:
+    """Two confusion matrices per method: fallback-to-TA, and labelled pixels only (+ TA on them)."""
+
+    def __init__(self) -> None:
+        self.full = {m: ConfusionMatrix(19) for m in METHODS}
+        self.labelled = {m: ConfusionMatrix(19) for m in METHODS}
+        self.ta_same = {m: ConfusionMatrix(19) for m in METHODS}
+        self.pixels = dict.fromkeys(METHODS, 0)
+        self.total = 0
+
+    def add(self, method: str, gt: torch.Tensor, ta: torch.Tensor, labels: torch.Tensor) -> None:
+        own = labels != IGNORE_INDEX
+        self.full[method].update(gt, torch.where(own, labels, ta))
+        self.labelled[method].update(gt[own], labels[own])
+        self.ta_same[method].update(gt[own], ta[own])
+        self.pixels[method] += int(own.sum())
+        if method == "TA alone":
+            self.total += gt.numel()
+
+    def rows(self, split: str) -> list[str]:
+        out = []
+        for method in METHODS:
+            full = self.full[method].compute()
+            lab = self.labelled[method].compute()
+            ta = self.ta_same[method].compute()
+            share = self.pixels[method] / max(self.total, 1)
+            out.append(f"| {split} | {method} | {100 * full.miou:.1f} | {100 * full.pixel_accuracy:.1f} | "
+                       f"{100 * share:.1f} % | {100 * lab.miou:.1f} ({100 * ta.miou:.1f}) |")
+        return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cache-dir", default="cache/fusion", help="Where MobileSAM masks are cached.")
+    parser.add_argument("--aachen", type=int, default=20, help="Number of aachen frames (first N sorted).")
+    parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--impl", default="fast", choices=("fast", "reference"))
+    parser.add_argument("--ta", default="espnetv2-s2.0")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    root = find_asset("cityscapes")
+    splits = select_frames(root, args.aachen)
+    cache = Path(args.cache_dir)
+    frames = link_frames([p for paths in splits.values() for p in paths], cache / "frames")
+    settings = AMGSettings(points_per_side=args.points_per_side)
+    masks_dir = cache / f"masks-{args.impl}-pps{args.points_per_side}"  # one cache per SAM setting
+    summary = run_masks(frames, masks_dir, settings=settings, impl=args.impl, window=1024, stride=1024,
+                        device=args.device)
+    sam_seconds = time.perf_counter() - start
+    segmenter = build_segmenter(args.ta).to(args.device).eval()
+    lines = ["| frames | method | mIoU | pix acc | labelled | mIoU lab. (TA) |", "|---|---|---|---|---|---|"]
+    for split, paths in splits.items():
+        scorer = Scorer()
+        for path in paths:
+            image = load_rgb(path)
+            gt = torch.from_numpy(load_label(root / "labels" / f"{path.stem}_trainIds.png").astype(np.int64))
+            with torch.no_grad():
+                logits = segmenter.segment(to_image_tensor(image).to(args.device)).logits[0].float().cpu()
+            ta = logits.argmax(0)
+            masks = load_panorama_masks(cache_path(masks_dir, path)).windows[0]
+            scorer.add("TA alone", gt, ta, ta)
+            for name in ("ssa", "sepl", "ctcf"):
+                result = fuse(name, masks, logits)
+                scorer.add(name.upper(), gt, ta, result.labels)
+                if name == "ctcf":
+                    high = torch.where(result.weights > 0, result.labels, torch.full_like(result.labels, 255))
+                    scorer.add("CTCF M=1", gt, ta, high)
+        lines += scorer.rows(f"{split} ({len(paths)})")
+    total = time.perf_counter() - start
+    print("\n".join(lines))
+    print(f"\nMobileSAM ({args.impl}, points_per_side={args.points_per_side}) on whole 1024x512 frames, TA "
+          f"{args.ta}; default thresholds. Wall time {total:.0f} s (SAM stage {sam_seconds:.0f} s: "
+          f"{summary.done} frames computed, {summary.skipped} cached).")
+    print(f"Rerun: python {shlex.join(['benchmarks/fusion.py', *sys.argv[1:]])}")
+
+
+if __name__ == "__main__":
+    main()
