@@ -1,0 +1,198 @@
+"""``goodsam demo``: the README's main job — nano GoodSAM on the bundled real panoramas, on a CPU.
+
+Stages (each resumable; rerunning skips finished work):
+
+1. **panoramas** — every image of ``$GOODSAM_ASSETS/panoramas`` is fitted to a 400x2048 ERP band
+   (:func:`goodsam.train.data.fit_erp_band`: full 2:1 equirectangular images are cropped to the 70.3°
+   band of latitudes around the horizon, square pixels like DensePASS; PASS panoramas, already bands,
+   are resized) and written to ``OUT/panoramas``;
+2. **masks** — MobileSAM (fast generator, a modest point grid) on every window and overlap, cached in
+   ``OUT/masks``;
+3. **train** — the ``nano-s0.5`` setup (ESPNetv2-s2.0 TA + ESPNetv2-s0.5 student, both Cityscapes-
+   pretrained) for a short CPU schedule into ``OUT/run`` (checkpoints, ``metrics.jsonl``,
+   ``loss_curve.png``, TensorBoard, the exported ``OUT/run/student``);
+4. **predict** — colour overlays and an HTML gallery of the student before (``OUT/predictions_before``)
+   and after training (``OUT/predictions``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import typer
+
+from goodsam.errors import ConfigError, GoodSAMError
+
+
+def prepare_panoramas(source: Path, out_dir: Path, height: int, width: int) -> list[Path]:
+    """Fit every image of ``source`` to a ``height x width`` ERP band: ``out_dir/<stem>.png``."""
+    from goodsam.imageio import list_images, load_rgb, save_png
+    from goodsam.train.data import fit_erp_band
+
+    written = []
+    for path in list_images(source):
+        target = out_dir / f"{path.stem}.png"
+        if not target.is_file():
+            save_png(target, fit_erp_band(load_rgb(path), height, width))
+        written.append(target)
+    return written
+
+
+def _predict(model_ref: str | Path, images: Path, out_dir: Path, title: str, device: str) -> None:
+    from goodsam.inference import load_model
+    from goodsam.predict import predict_images
+
+    model = load_model(model_ref, device=device)
+    predict_images(model, [images], out_dir, title=title)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _masks_worker(rank: int, world: int, config: dict, data: str, masks: str, progress: bool) -> None:
+    """One shard of the SAM masks stage, single-threaded (spawned by :func:`run_demo`)."""
+    import torch
+
+    from goodsam.train.config import config_from_dict
+    from goodsam.train.data import ensure_masks
+
+    torch.set_num_threads(1)
+    ensure_masks(config_from_dict(config), data, masks, device="cpu", rank=rank, world_size=world,
+                 progress=progress and rank == 0)
+
+
+def _train_worker(rank: int, world: int, port: int, config: dict, data: str, masks: str, run: str,
+                  progress: bool) -> None:
+    """One rank of the gloo DDP training job (spawned by :func:`run_demo`), single-threaded."""
+    import torch
+
+    from goodsam.train.config import config_from_dict
+    from goodsam.train.distributed import init_distributed, shutdown
+    from goodsam.train.trainer import train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    init_distributed("gloo")
+    try:
+        train(config_from_dict(config), data, masks, run, device="cpu", resume=True, progress=progress)
+    finally:
+        shutdown()
+
+
+def _spawn(function, args: tuple, workers: int, what: str) -> None:
+    """Run ``function(rank, workers, *args)`` in ``workers`` processes; failures become one-line errors."""
+    import torch.multiprocessing as mp
+
+    try:
+        mp.spawn(function, args=(workers, *args), nprocs=workers, join=True)
+    except mp.ProcessRaisedException as exc:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise GoodSAMError(f"{what} failed in a worker process: {lines[-1] if lines else exc}") from None
+    except mp.ProcessExitedException as exc:
+        raise GoodSAMError(f"{what}: a worker process died ({exc}); rerun to resume") from None
+
+
+def run_demo(out: Path, steps: int | None = None, config: str = "nano-s0.5", overrides: tuple[str, ...] = (),
+             device: str = "auto", progress: bool = True, panoramas: Path | None = None,
+             workers: int | None = None) -> dict:
+    """The whole demo; returns timings (seconds per stage) and the first/last logged losses.
+
+    ``workers`` processes (default: one per CPU core, at most the batch size) share the SAM masks and
+    train as a gloo DDP job, each single-threaded — on a small CPU this beats intra-op threads, and
+    the result equals a one-process run (DDP averages the same global batch). On a GPU: one process.
+    """
+    from goodsam.assets import find_asset
+    from goodsam.train.config import load_config
+    from goodsam.train.data import ensure_masks
+    from goodsam.train.monitor import read_metrics
+    from goodsam.train.trainer import resolve_device, train
+
+    out = Path(out)
+    cfg = load_config(config, list(overrides))
+    if steps is not None:
+        if steps < 0:
+            raise ConfigError(f"--steps must be >= 0, got {steps}")
+        cfg.train.steps = steps
+    torch_device = str(resolve_device(device))
+    if workers is None:
+        workers = 1 if torch_device != "cpu" else max(1, min(os.cpu_count() or 1, cfg.data.batch_size))
+    if workers < 1 or cfg.data.batch_size % workers:
+        raise ConfigError(f"--workers {workers} must divide data.batch_size {cfg.data.batch_size}")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    source = find_asset("panoramas", panoramas)
+    images = prepare_panoramas(source, out / "panoramas", cfg.data.height, cfg.data.width)
+    typer.echo(f"[demo] {len(images)} panoramas fitted to {cfg.data.height}x{cfg.data.width} "
+               f"in {out / 'panoramas'}")
+    timings["panoramas"] = time.perf_counter() - start
+
+    mark = time.perf_counter()
+    typer.echo(f"[demo] SAM masks ({cfg.sam.model}, {cfg.sam.impl}, {workers} process(es)) "
+               f"-> {out / 'masks'}")
+    if workers > 1:
+        _spawn(_masks_worker, (cfg.to_dict(), str(out / "panoramas"), str(out / "masks"), progress), workers,
+               "the masks stage")
+    else:
+        ensure_masks(cfg, out / "panoramas", out / "masks", device=torch_device, progress=progress)
+    timings["masks"] = time.perf_counter() - mark
+
+    before = out / "predictions_before"
+    if not (before / "index.html").is_file():
+        _predict(cfg.student.architecture, out / "panoramas", before,
+                 f"{cfg.student.architecture} before GoodSAM (Cityscapes-pretrained)", torch_device)
+
+    mark = time.perf_counter()
+    typer.echo(f"[demo] training {cfg.name} for {cfg.train.steps} steps ({workers} process(es)) "
+               f"-> {out / 'run'}")
+    if workers > 1:
+        _spawn(_train_worker, (_free_port(), cfg.to_dict(), str(out / "panoramas"), str(out / "masks"),
+                               str(out / "run"), progress), workers, "training")
+    else:
+        train(cfg, out / "panoramas", out / "masks", out / "run", device=torch_device, resume=True,
+              progress=progress)
+    timings["train"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    records = read_metrics(out / "run" / "metrics.jsonl")
+    final_step = records[-1]["step"] if records else 0
+    _predict(out / "run" / "student", out / "panoramas", out / "predictions",
+             f"{cfg.student.architecture} after nano GoodSAM ({final_step} steps)", torch_device)
+    timings["predict"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - start
+    return {"timings": timings, "steps": final_step, "workers": workers,
+            "first": records[0] if records else None, "last": records[-1] if records else None}
+
+
+def demo(
+    out: Path = typer.Option(Path("outputs/demo"), "--out", help="Output folder (rerun to resume)."),
+    steps: int | None = typer.Option(None, "--steps", help="Training steps (default: the config's)."),
+    config: str = typer.Option("nano-s0.5", "--config", help="Training setup (nano-s0.5 or nano-s1.0)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config key (repeatable)."),
+    panoramas: Path | None = typer.Option(None, help="Folder of panoramas (default: the bundled ones)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    workers: int | None = typer.Option(None, help="CPU processes (default: one per core, up to the batch)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Nano GoodSAM on the bundled real panoramas: masks, training, colour overlays (CPU, resumable)."""
+    summary = run_demo(out, steps, config, tuple(overrides), device, progress, panoramas, workers)
+    first, last = summary["first"], summary["last"]
+    if first and last:
+        typer.echo(f"[demo] loss (student + TA): step {first['step']} {first['total']:.4f} -> "
+                   f"step {last['step']} {last['total']:.4f}  (student {first['student']:.4f} -> "
+                   f"{last['student']:.4f}, TA {first['ta']:.4f} -> {last['ta']:.4f})")
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in summary["timings"].items())
+    typer.echo(f"[demo] time: {times}")
+    typer.echo(f"[demo] overlays: {out / 'predictions' / 'overlays'} "
+               f"(gallery {out / 'predictions' / 'index.html'}); "
+               f"before training: {out / 'predictions_before'}; loss curve: {out / 'run' / 'loss_curve.png'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

@@ -1,0 +1,342 @@
+"""Fast segment-everything: the reference algorithm with the per-prompt waste taken out.
+
+Same model, same point grid, same filters in the same order as ``SamAutomaticMaskGenerator``:
+predicted-IoU threshold, stability score on the full-resolution logits, box NMS (and the crop and
+small-region steps when enabled). What changes is how the numbers are computed:
+
+1. the mask decoder runs through :class:`~goodsam.sam.fast_decoder.FastMaskDecoder` (image-side work
+   shared across prompts, attention re-associated), a few prompts per call so that its tensors stay
+   in cache;
+2. the IoU head needs only the transformer, so the upscaler runs only for prompts with at least one
+   mask above ``pred_iou_thresh``, and only for the three multimask tokens;
+3. the reference upsamples 256x256 logits to the 1024x1024 canvas, crops the padding and resizes to
+   the image. That is a separable linear map, ``R_y @ L @ R_x^T``; the two small matrices are built
+   once per image size (by running the same two interpolations on an identity basis), so each kept
+   candidate costs two small matrix products straight to the image's own size, and only the
+   low-res rows/columns that reach the image are read;
+4. a candidate whose stability score on the low-res logits is far below the threshold (by more than
+   ``screen_margin``) is dropped before upsampling; every other one gets the exact full-resolution
+   stability score, so keep/reject decisions are the reference's (the margin is validated on real
+   windows in benchmarks/amg.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops.boxes import batched_nms, box_area
+
+from goodsam.sam.base import AMGSettings, MaskGenerator, MaskSet, check_image
+from goodsam.sam.fast_decoder import FastMaskDecoder
+from goodsam.sam.models import LoadedSam
+
+CROP_NMS_THRESH = 0.7  # segment-anything defaults for the crop layers
+CROP_OVERLAP_RATIO = 512 / 1500
+LOW_RES = 256
+
+
+def resize_matrix(low: int, canvas: int, valid: int, out: int, device: torch.device | None = None) -> Tensor:
+    """(out, low) matrix of SAM's mask resizing along one axis.
+
+    The reference resizes ``low -> canvas`` (bilinear), keeps the first ``valid`` samples (the rest is
+    padding) and resizes ``valid -> out`` (bilinear); both steps are linear and act on each axis
+    separately, so applying them to the identity gives the exact composite.
+    """
+    basis = torch.eye(low, device=device).view(1, low, low, 1)
+    x = F.interpolate(basis, (canvas, 1), mode="bilinear", align_corners=False)[:, :, :valid]
+    x = F.interpolate(x, (out, 1), mode="bilinear", align_corners=False)
+    return x[0, :, :, 0].transpose(0, 1).contiguous()
+
+
+class MaskUpsampler:
+    """Low-res logits (n, 256, 256) -> logits at the image's size, equal to ``Sam.postprocess_masks``."""
+
+    def __init__(self, canvas: int, input_size: tuple[int, int], orig_size: tuple[int, int],
+                 device: torch.device) -> None:
+        self.ry = resize_matrix(LOW_RES, canvas, input_size[0], orig_size[0], device)
+        self.rx = resize_matrix(LOW_RES, canvas, input_size[1], orig_size[1], device)
+        self.ky = int(self.ry.abs().sum(0).nonzero().max()) + 1  # low-res rows that reach the image
+        self.kx = int(self.rx.abs().sum(0).nonzero().max()) + 1
+        self.ry, self.rx_t = self.ry[:, : self.ky].contiguous(), self.rx[:, : self.kx].t().contiguous()
+        self.tokens = (-(-self.ky // 4), -(-self.kx // 4))  # image tokens whose upscaled pixels are used
+
+    def crop(self, low: Tensor) -> Tensor:
+        """The part of the low-res logits that the image sees."""
+        return low[..., : self.ky, : self.kx]
+
+    def __call__(self, low: Tensor) -> Tensor:
+        return torch.matmul(self.ry, torch.matmul(self.crop(low), self.rx_t))
+
+
+def stability_score(logits: Tensor, threshold: float, offset: float) -> Tensor:
+    """|logits > t + offset| / |logits > t - offset| per mask (as segment-anything computes it)."""
+    inter = (logits > threshold + offset).flatten(1).sum(1, dtype=torch.int32)
+    union = (logits > threshold - offset).flatten(1).sum(1, dtype=torch.int32)
+    return inter / union
+
+
+def masks_to_boxes_xyxy(masks: Tensor) -> Tensor:
+    """Inclusive XYXY boxes of (n, H, W) bool masks; zeros for empty masks (as segment-anything)."""
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros(0, 4, dtype=torch.int64, device=masks.device)
+    rows, cols = masks.any(2), masks.any(1)
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    bottom = torch.where(rows, ar_h, -1).amax(1)
+    top = torch.where(rows, ar_h, h).amin(1)
+    right = torch.where(cols, ar_w, -1).amax(1)
+    left = torch.where(cols, ar_w, w).amin(1)
+    boxes = torch.stack([left, top, right, bottom], 1)
+    empty = (right < left) | (bottom < top)
+    return boxes * (~empty).unsqueeze(1)
+
+
+def near_crop_edge(boxes: Tensor, crop_box: list[int], orig_box: list[int], atol: float = 20.0) -> Tensor:
+    """Boxes (crop frame) touching an inner crop edge but not the image edge."""
+    offset = torch.tensor([crop_box[0], crop_box[1], crop_box[0], crop_box[1]], device=boxes.device)
+    boxes = (boxes + offset).float()
+    crop_t = torch.tensor(crop_box, dtype=torch.float, device=boxes.device)
+    orig_t = torch.tensor(orig_box, dtype=torch.float, device=boxes.device)
+    near_crop = torch.isclose(boxes, crop_t[None], atol=atol, rtol=0)
+    near_image = torch.isclose(boxes, orig_t[None], atol=atol, rtol=0)
+    return (near_crop & ~near_image).any(1)
+
+
+def _empty(device: torch.device, size: tuple[int, int]) -> dict[str, Tensor]:
+    return {"masks": torch.zeros(0, *size, dtype=torch.bool, device=device),
+            "iou": torch.zeros(0, device=device), "stability": torch.zeros(0, device=device),
+            "boxes": torch.zeros(0, 4, dtype=torch.int64, device=device)}
+
+
+@dataclass
+class _Crop:
+    """Everything the prompts of one crop share."""
+
+    ctx: object
+    sparse: Tensor
+    upsampler: MaskUpsampler
+    crop_box: list[int]
+    orig_size: tuple[int, int]
+    size: tuple[int, int]
+
+
+@dataclass
+class _Counter:
+    """Per-call statistics and stage timings (summed over worker threads)."""
+
+    stats: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for key, value in counts.items():
+                self.stats[key] = self.stats.get(key, 0) + int(value)
+
+    @contextmanager
+    def timed(self, name: str, device: torch.device):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            with self.lock:
+                self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+class FastMaskGenerator(MaskGenerator):
+    """Segment-everything with the reference's results at a fraction of its cost (the default impl).
+
+    ``prompts_per_call``: prompts per decoder call (few on CPU keeps tensors in cache; more on GPU).
+    ``settings.points_per_batch`` only sets the reference's batching and has no effect here.
+    ``workers``: CPU threads decoding prompt chunks in parallel, each single-threaded (default
+    ``torch.get_num_threads()``): coarse parallelism, as many small operations parallelised inside
+    spend their time in thread barriers, and collapse when the cores are shared.
+    ``screen_margin``: low-res stability pre-filter margin (0 disables the pre-filter);
+    ``check_screen``: also upsample what the pre-filter drops and count in ``stats["screen_misses"]``
+    the ones the exact score would have kept (a validation aid: slower, results unchanged).
+    After each call, ``stats`` counts prompts and candidates per stage and ``timings`` holds seconds
+    per stage (summed over workers).
+    """
+
+    impl = "fast"
+
+    def __init__(self, sam: LoadedSam, settings: AMGSettings, prompts_per_call: int | None = None,
+                 workers: int | None = None, screen_margin: float = 0.1, check_screen: bool = False) -> None:
+        from importlib import import_module
+
+        self.sam = sam
+        self.model_name = sam.name
+        self.weights_sha256 = sam.weights_sha256
+        self.settings = settings.validate()
+        model = sam.model
+        on_gpu = sam.device.type == "cuda"
+        self.decoder = FastMaskDecoder(model.mask_decoder, tile=1 << 16 if on_gpu else 2048)
+        self.predictor = sam.package.SamPredictor(model)
+        amg_utils = import_module(f"{sam.package.__name__}.utils.amg")
+        self.point_grids = amg_utils.build_all_layer_point_grids(settings.points_per_side,
+                                                                  settings.crop_n_layers, 1)
+        self._generate_crop_boxes = amg_utils.generate_crop_boxes
+        self._remove_small_regions = amg_utils.remove_small_regions
+        self.prompts_per_call = prompts_per_call or (64 if on_gpu else 4)
+        self.workers = workers
+        self.screen_margin = screen_margin
+        self.check_screen = check_screen
+        self.stats: dict[str, int] = {}
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ public
+    @torch.no_grad()
+    def generate(self, image: np.ndarray) -> MaskSet:
+        image = check_image(image)
+        h, w = image.shape[:2]
+        s = self.settings
+        counter = _Counter()
+        crop_boxes, layer_idxs = self._generate_crop_boxes((h, w), s.crop_n_layers, CROP_OVERLAP_RATIO)
+        parts = [self._process_crop(image, box, layer, (h, w), counter)
+                 for box, layer in zip(crop_boxes, layer_idxs, strict=True)]
+        with counter.timed("filters", self.sam.device):
+            data = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+            if len(crop_boxes) > 1:
+                scores = 1.0 / box_area(data["crop_boxes"].float())
+                keep = batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), CROP_NMS_THRESH)
+                data = {key: value[keep] for key, value in data.items()}
+            if s.min_mask_region_area > 0 and len(data["masks"]):
+                nms = max(s.box_nms_thresh, CROP_NMS_THRESH)
+                data = self._remove_small(data, s.min_mask_region_area, nms)
+        self.stats, self.timings = dict(counter.stats), dict(counter.timings)
+        masks = data["masks"].cpu().numpy()
+        boxes = data["boxes"].cpu().numpy().astype(np.int64)
+        return MaskSet(
+            masks=masks,
+            area=masks.sum(axis=(1, 2)).astype(np.int64),
+            predicted_iou=data["iou"].float().cpu().numpy(),
+            stability_score=data["stability"].float().cpu().numpy(),
+            boxes=np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1),
+        )
+
+    # ------------------------------------------------------------------ one crop
+    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int,
+                      orig_size: tuple[int, int], counter: _Counter) -> dict[str, Tensor]:
+        model = self.sam.model
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1]
+        size = crop.shape[:2]
+        device = self.sam.device
+        with counter.timed("encoder", device):
+            self.predictor.set_image(crop)
+        points = self.point_grids[layer] * np.array(size)[None, ::-1]
+        coords = torch.as_tensor(self.predictor.transform.apply_coords(points, size), device=device,
+                                 dtype=torch.float)
+        labels = torch.ones(len(coords), dtype=torch.int, device=device)
+        sparse, dense = model.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None,
+                                             masks=None)
+        ctx = self.decoder.prepare(self.predictor.features, model.prompt_encoder.get_dense_pe(), dense[:1])
+        upsampler = MaskUpsampler(model.image_encoder.img_size, self.predictor.input_size, size, device)
+        self.predictor.reset_image()
+        job = _Crop(ctx, sparse, upsampler, list(crop_box), orig_size, size)
+        starts = range(0, len(sparse), self.prompts_per_call)
+        workers = self.workers or (1 if device.type == "cuda" else torch.get_num_threads())
+        if workers > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                chunks = list(pool.map(lambda start: self._process_prompts(job, start, counter), starts))
+        else:
+            chunks = [self._process_prompts(job, start, counter) for start in starts]
+        chunks = [c for c in chunks if c is not None]
+        with counter.timed("filters", device):
+            data = _empty(device, size)
+            if chunks:
+                data = {key: torch.cat([c[key] for c in chunks]) for key in data}
+            if len(data["masks"]):
+                keep = batched_nms(data["boxes"].float(), data["iou"], torch.zeros_like(data["iou"]),
+                                   self.settings.box_nms_thresh)
+                data = {key: value[keep] for key, value in data.items()}
+        counter.add(nms_kept=len(data["masks"]))
+        return self._uncrop(data, crop_box, orig_size)
+
+    @torch.no_grad()
+    def _process_prompts(self, job: _Crop, start: int, counter: _Counter) -> dict[str, Tensor] | None:
+        """Decoder, IoU filter, upscaling, stability filter, boxes for one chunk of prompts."""
+        s, device = self.settings, self.sam.device
+        threshold = float(self.sam.model.mask_threshold)
+        with counter.timed("transformer", device):
+            state = self.decoder.transform(job.ctx, job.sparse[start:start + self.prompts_per_call])
+            iou = state.iou[:, 1:]  # the three multimask outputs
+            keep = iou > s.pred_iou_thresh if s.pred_iou_thresh > 0 else torch.ones_like(iou).bool()
+            rows = keep.any(1).nonzero()[:, 0]
+        counter.add(prompts=len(iou), upscaled_prompts=len(rows), iou_kept=int(keep.sum()))
+        if len(rows) == 0:
+            return None
+        with counter.timed("upscaling", device):
+            tokens = list(range(1, self.decoder.decoder.num_mask_tokens))
+            low = self.decoder.masks(state, job.ctx.grid, None if len(rows) == len(iou) else rows, tokens,
+                                     job.upsampler.tokens)
+            sel = keep[rows]
+            low, iou = job.upsampler.crop(low)[sel], iou[rows][sel]
+        with counter.timed("filters", device):
+            if s.stability_score_thresh > 0 and self.screen_margin > 0:
+                rough = stability_score(low, threshold, s.stability_score_offset)
+                ok = rough >= s.stability_score_thresh - self.screen_margin
+                counter.add(screened_out=int((~ok).sum()))
+                if self.check_screen and not ok.all():
+                    exact = stability_score(job.upsampler(low[~ok]), threshold, s.stability_score_offset)
+                    counter.add(screen_misses=int((exact >= s.stability_score_thresh).sum()))
+                low, iou = low[ok], iou[ok]
+            if len(low) == 0:
+                return None
+            full = job.upsampler(low)
+            stability = stability_score(full, threshold, s.stability_score_offset)
+            counter.add(upsampled=len(full))
+            if s.stability_score_thresh > 0:
+                ok = stability >= s.stability_score_thresh
+                full, iou, stability = full[ok], iou[ok], stability[ok]
+            masks = full > threshold
+            boxes = masks_to_boxes_xyxy(masks)
+            orig_box = [0, 0, job.orig_size[1], job.orig_size[0]]
+            if job.crop_box != orig_box:
+                ok = ~near_crop_edge(boxes, job.crop_box, orig_box)
+                masks, iou, stability, boxes = masks[ok], iou[ok], stability[ok], boxes[ok]
+        counter.add(stability_kept=len(masks))
+        return {"masks": masks, "iou": iou, "stability": stability, "boxes": boxes}
+
+    # ------------------------------------------------------------------ crops and small regions
+    @staticmethod
+    def _uncrop(data: dict[str, Tensor], crop_box: list[int],
+                orig_size: tuple[int, int]) -> dict[str, Tensor]:
+        x0, y0, x1, y1 = crop_box
+        h, w = orig_size
+        masks = data["masks"]
+        if (x0, y0, x1, y1) != (0, 0, w, h):
+            masks = F.pad(masks, (x0, w - x1, y0, h - y1), value=False)
+        offset = torch.tensor([x0, y0, x0, y0], device=masks.device)
+        crops = torch.tensor([crop_box], device=masks.device).expand(len(masks), 4)
+        return {"masks": masks, "iou": data["iou"], "stability": data["stability"],
+                "boxes": data["boxes"] + offset, "crop_boxes": crops}
+
+    def _remove_small(self, data: dict[str, Tensor], min_area: int, nms_thresh: float) -> dict[str, Tensor]:
+        """segment-anything's small-region post-processing: fill holes, drop islands, NMS again."""
+        new_masks, scores = [], []
+        for mask in data["masks"].cpu().numpy():
+            mask, changed_holes = self._remove_small_regions(mask, min_area, mode="holes")
+            mask, changed_islands = self._remove_small_regions(mask, min_area, mode="islands")
+            new_masks.append(torch.as_tensor(mask))
+            scores.append(float(not (changed_holes or changed_islands)))
+        masks = torch.stack(new_masks).to(data["masks"].device)
+        boxes = masks_to_boxes_xyxy(masks)
+        score_t = torch.tensor(scores, device=masks.device)
+        keep = batched_nms(boxes.float(), score_t, torch.zeros_like(score_t), nms_thresh)
+        changed = score_t == 0
+        data = dict(data)
+        data["masks"] = torch.where(changed[:, None, None], masks, data["masks"])
+        data["boxes"] = torch.where(changed[:, None], boxes, data["boxes"])
+        return {key: value[keep] for key, value in data.items()}

@@ -1,0 +1,380 @@
+"""The GoodSAM training loop: TA and student trained together, SAM frozen (its masks are cached).
+
+One step, for each panorama of the (rank's share of the) global batch:
+
+1. crop the sliding windows ``W_i``; TA forward on them **with gradient** -> ``S_i``;
+2. fuse (CTCF, eq. 3) the cached SAM masks of every window with the current ``S_i`` -> ``E_i, M_i``;
+   refine the overlaps' boundaries -> ``B_ref``; tile the TA windows -> the eq. 4 target (no gradient);
+3. student forward on the whole (augmented, see :mod:`goodsam.train.augment`) panorama, logits mapped
+   back to the original orientation;
+4. the MKA/DAR losses (:func:`goodsam.mka.panorama_losses`), ``L_student + L_TA`` back-propagated
+   (each reaches only its own model), divided by the number of panoramas.
+
+Then both AdamW optimisers step (optional gradient clipping per model), with a warm-up + polynomial
+learning-rate schedule that is a pure function of the step. Mixed precision on CUDA (bf16 autocast
+when supported, else fp16 with a gradient scaler). Everything random is either seeded per
+``(seed, step, sample)`` or saved in the checkpoint, so ``--resume`` continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from goodsam.errors import ConfigError
+from goodsam.mka.losses import LossWeights, panorama_losses, panorama_targets
+from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows
+from goodsam.train import augment
+from goodsam.train.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    export_model,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from goodsam.train.config import TrainConfig
+from goodsam.train.data import PanoramaDataset, Sample, global_indices, rank_indices
+from goodsam.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, current, wrap_ddp
+from goodsam.train.monitor import RunMonitor
+
+ModelFactory = Callable[[TrainConfig, torch.device], tuple[nn.Module, nn.Module]]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto", info: DistInfo | None = None) -> torch.device:
+    """``auto`` -> this rank's GPU when CUDA is available, else the CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", (info or DistInfo()).local_rank)
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{device}'") from None
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp`` on ``device`` (None: full precision). CPU: always None."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Learning-rate multiplier of (0-based) step ``step``: linear warm-up, then polynomial decay."""
+    optim = config.optim
+    if optim.warmup_steps and step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    total = max(config.schedule_steps, 1)
+    progress = min(max(step - optim.warmup_steps, 0) / max(total - optim.warmup_steps, 1), 1.0)
+    return max((1.0 - progress) ** optim.power, optim.min_lr_ratio)
+
+
+def set_train_mode(model: nn.Module, freeze_norm: bool, dropout: bool) -> None:
+    """``model.train()``, then batch-norm layers (``freeze_norm``) and dropout (not ``dropout``) to eval."""
+    model.train()
+    for module in model.modules():
+        if freeze_norm and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+        name = type(module).__name__.lower()
+        if not dropout and ("dropout" in name or "droppath" in name):
+            module.eval()
+
+
+def build_models(config: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """The TA and the student from the zoo (``goodsam.segmenters.build_segmenter``)."""
+    from goodsam.segmenters import build_segmenter
+
+    ta = build_segmenter(config.ta.architecture, weights=config.ta.weights, pretrained=config.ta.pretrained,
+                         device=str(device))
+    student = build_segmenter(config.student.architecture, weights=config.student.weights,
+                              pretrained=config.student.pretrained, device=str(device))
+    return ta.to(device), student.to(device)
+
+
+def make_layout(config: TrainConfig) -> WindowLayout:
+    return sliding_windows(config.data.height, config.data.width, config.windows.width, config.windows.stride,
+                           config.windows.wrap)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` did: final step, per-step mean losses, where the student was exported."""
+
+    run_dir: Path
+    step: int
+    history: list[dict] = field(default_factory=list)
+    student_dir: Path | None = None
+    seconds: float = 0.0
+
+
+class Trainer:
+    """TA + student training for one run folder (see the module docstring).
+
+    ``model_factory(config, device) -> (ta, student)`` replaces the zoo (called after seeding).
+    """
+
+    def __init__(self, config: TrainConfig, data_dir: str | Path, masks_dir: str | Path,
+                 run_dir: str | Path, *, device: str = "auto", resume: bool = False,
+                 force_resume: bool = False, progress: bool | None = None, tensorboard: bool = True,
+                 model_factory: ModelFactory | None = None):
+        self.config = config
+        self.info = current()
+        self.device = resolve_device(device, self.info)
+        self.run_dir = Path(run_dir)
+        self.layout = make_layout(config)
+        self.weights = config.loss
+        self.show_progress = config.train.progress if progress is None else progress
+        self.dataset = PanoramaDataset(data_dir, masks_dir, self.layout)
+        rank_indices(list(range(config.data.batch_size)), 0, self.info.world_size)  # batch divides evenly
+        seed_everything(config.train.seed)
+        ta, student = (model_factory or build_models)(config, self.device)
+        self.ta_module, self.student_module = ta.to(self.device), student.to(self.device)
+        self.autocast_dtype = amp_dtype(config.train.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
+        self.optimizers = {
+            "student": self._adamw(self.student_module, config.optim.student),
+            "ta": self._adamw(self.ta_module, config.optim.ta),
+        }
+        self.step = 0
+        self._restore(resume, force_resume)
+        self.ta = wrap_ddp(self.ta_module, self.info, self.device)
+        self.student = wrap_ddp(self.student_module, self.info, self.device)
+        self.monitor: RunMonitor | None = None
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", config.to_yaml())
+            self.monitor = RunMonitor(self.run_dir, self.step, tensorboard=tensorboard)
+
+    @staticmethod
+    def _adamw(model: nn.Module, cfg) -> torch.optim.AdamW:
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+    # ----------------------------------------------------------------------------------- resume
+    def _restore(self, resume: bool, force_resume: bool) -> None:
+        found = latest_checkpoint(self.run_dir)
+        seen_by_main = broadcast_object(found.name if found else None)
+        if (found.name if found else None) != seen_by_main:
+            raise ConfigError(f"rank {self.info.rank} sees another checkpoint in {self.run_dir} than rank 0; "
+                              "every process must see the same --out folder (a shared filesystem)")
+        if found is None:
+            return
+        if not resume:
+            raise ConfigError(f"{self.run_dir} already holds a run (checkpoint {found.name}); pass --resume "
+                              "to continue it or choose another --out")
+        ckpt = load_checkpoint(found)
+        if ckpt.config_hash != self.config.hash() and not force_resume:
+            raise ConfigError(f"the configuration differs from the one {self.run_dir} was trained with "
+                              f"(hash {ckpt.config_hash} vs {self.config.hash()}); pass --force-resume to "
+                              "continue anyway, or use another --out")
+        try:
+            self.ta_module.load_state_dict(ckpt.ta)
+            self.student_module.load_state_dict(ckpt.student)
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(ckpt.optimizers[name])
+        except (RuntimeError, KeyError, ValueError) as exc:  # even --force-resume cannot change the models
+            first = str(exc).strip().splitlines()[0][:300]
+            raise CheckpointError(f"{found} does not fit these models ({first}); use another --out") from None
+        if ckpt.scaler and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt.scaler)
+        set_rng_state(ckpt.rng_info, ckpt.rng_tensors)
+        self.step = ckpt.step
+
+    # ------------------------------------------------------------------------------- one panorama
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def sample_losses(self, sample: Sample, step: int | None) -> dict[str, torch.Tensor]:
+        """All loss terms of one panorama; ``step=None``: no augmentation (fixed evaluation)."""
+        cfg = self.config
+        image = sample.image.to(self.device)
+        windows = crop_windows(image, self.layout).float()  # (N, 3, H, w)
+        with self._autocast():
+            ta_logits = self.ta(self.ta_module.preprocess(windows)).logits.float()
+        targets = panorama_targets(ta_logits, self.layout, sample.window_masks, sample.overlap_boundaries,
+                                   cfg.fusion.method, cfg.fusion.options, cfg.fusion.alpha)
+        aug = augment.Augmentation(self.layout.width)
+        if step is not None:
+            aug = augment.sample_augmentation(self.layout.width, cfg.train.seed, step, sample.index,
+                                              cfg.data.roll, cfg.data.flip)
+        student_in = augment.apply(image[None].float(), aug)
+        with self._autocast():
+            student_logits = self.student(self.student_module.preprocess(student_in)).logits.float()
+        student_logits = augment.invert(student_logits[0], aug)
+        return panorama_losses(student_logits, ta_logits, self.layout, targets, self.weights)
+
+    # ----------------------------------------------------------------------------------- one step
+    def _set_lr(self, step: int) -> dict[str, float]:
+        factor = lr_factor(step, self.config)
+        lrs = {}
+        for name, optimizer in self.optimizers.items():
+            base = getattr(self.config.optim, name).lr
+            for group in optimizer.param_groups:
+                group["lr"] = base * factor
+            lrs[f"lr_{name}"] = base * factor
+        return lrs
+
+    def _no_sync(self, last: bool):
+        stack = contextlib.ExitStack()
+        if not last:
+            for model in (self.ta, self.student):
+                if hasattr(model, "no_sync"):
+                    stack.enter_context(model.no_sync())
+        return stack
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimiser step of both models (0-based ``step``); returns the mean loss terms and LRs."""
+        cfg = self.config
+        indices = global_indices(step, cfg.data.batch_size, len(self.dataset), cfg.train.seed)
+        mine = rank_indices(indices, self.info.rank, self.info.world_size)
+        set_train_mode(self.ta_module, cfg.train.freeze_norm, cfg.train.dropout)
+        set_train_mode(self.student_module, cfg.train.freeze_norm, cfg.train.dropout)
+        lrs = self._set_lr(step)
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = defaultdict(float)
+        for k, index in enumerate(mine):
+            with self._no_sync(last=k == len(mine) - 1):
+                terms = self.sample_losses(self.dataset[index], step)
+                loss = (terms["student"] + terms["ta"]) / len(mine)
+                self.scaler.scale(loss).backward()
+            for key, value in terms.items():
+                sums[key] += float(value.detach()) / len(mine)
+        for name, model in (("student", self.student_module), ("ta", self.ta_module)):
+            optimizer = self.optimizers[name]
+            if cfg.optim.grad_clip:
+                self.scaler.unscale_(optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                sums[f"grad_norm_{name}"] = float(norm)
+            self.scaler.step(optimizer)
+        self.scaler.update()
+        keys = sorted(sums)
+        reduced = all_reduce_mean(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
+        scalars = dict(zip(keys, reduced.tolist(), strict=True))
+        scalars["total"] = scalars["student"] + scalars["ta"]
+        scalars.update(lrs)
+        return scalars
+
+    @torch.no_grad()
+    def evaluate(self, indices: list[int]) -> dict[str, float]:
+        """Mean loss terms on fixed panoramas, without augmentation or any update (eval of norm/dropout
+        exactly as in training)."""
+        set_train_mode(self.ta_module, self.config.train.freeze_norm, False)
+        set_train_mode(self.student_module, self.config.train.freeze_norm, False)
+        sums: dict[str, float] = defaultdict(float)
+        for index in indices:
+            for key, value in self.sample_losses(self.dataset[index], None).items():
+                sums[key] += float(value) / len(indices)
+        out = dict(sums)
+        out["total"] = out["student"] + out["ta"]
+        return out
+
+    # -------------------------------------------------------------------------------------- loop
+    def save(self, final: bool = False) -> Path | None:
+        """Checkpoint the current step (main process) and export the student (and, when ``final``, the
+        adapted TA); all ranks wait."""
+        path = None
+        if self.info.is_main:
+            scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
+            path = save_checkpoint(self.run_dir, self.step, self.config.hash(), self.ta_module,
+                                   self.student_module, self.optimizers, scaler,
+                                   keep=self.config.train.keep_checkpoints)
+            self.export(with_ta=final)
+            if self.monitor:
+                self.monitor.flush()
+        barrier()
+        return path
+
+    def export(self, with_ta: bool = False) -> Path:
+        """Write ``RUN_DIR/student`` (and ``RUN_DIR/ta`` with ``with_ta``) in the format predict loads.
+
+        The TA is written only at the end of training (it can be large, e.g. SegFormer-B5); every
+        checkpoint holds it anyway.
+        """
+        source = f"goodsam train {self.config.name} ({self.run_dir.name}, step {self.step})"
+        extra = {"step": self.step, "config": self.config.name, "config_hash": self.config.hash()}
+        if with_ta:
+            export_model(self.ta_module, self.run_dir / "ta", self.config.ta.architecture, source,
+                         extra=extra)
+        return export_model(self.student_module, self.run_dir / "student", self.config.student.architecture,
+                            source, extra=extra)
+
+    def fit(self, steps: int | None = None) -> TrainResult:
+        """Train until ``steps`` (default ``train.steps``) optimiser steps are done; checkpoint on the way."""
+        total = self.config.train.steps if steps is None else steps
+        start_time = time.perf_counter()
+        history: list[dict] = []
+        saved_at = None
+        bar = tqdm(total=total, initial=min(self.step, total), desc="train", unit="step",
+                   disable=not (self.info.is_main and self.show_progress), dynamic_ncols=True)
+        try:
+            while self.step < total:
+                scalars = self.train_step(self.step)
+                self.step += 1
+                history.append({"step": self.step, **scalars})
+                if not all(math.isfinite(scalars[k]) for k in ("student", "ta")):
+                    raise ConfigError(f"loss became {scalars['total']} at step {self.step}; lower the "
+                                      "learning rates or enable optim.grad_clip")
+                if self.monitor and (self.step % self.config.train.log_every == 0 or self.step == total):
+                    self.monitor.log(self.step, scalars)
+                bar.update(1)
+                bar.set_postfix(student=f"{scalars['student']:.3f}", ta=f"{scalars['ta']:.3f}")
+                if self.step % self.config.train.checkpoint_every == 0 or self.step == total:
+                    self.save(final=self.step == total)
+                    saved_at = self.step
+        finally:
+            bar.close()
+            if self.monitor:
+                self.monitor.flush()
+        student_dir = self.run_dir / "student"
+        if saved_at != self.step:  # nothing left to train (e.g. resumed at the end): still export
+            self.save(final=True)
+        if self.info.is_main:
+            summary = {"step": self.step, "seconds": time.perf_counter() - start_time,
+                       "config_hash": self.config.hash()}
+            atomic_write_text(self.run_dir / "run.json", json.dumps(summary, indent=2) + "\n")
+        return TrainResult(self.run_dir, self.step, history, student_dir, time.perf_counter() - start_time)
+
+    def close(self) -> None:
+        if self.monitor:
+            self.monitor.close()
+
+
+def train(config: TrainConfig, data_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, *,
+          steps: int | None = None, device: str = "auto", resume: bool = False, force_resume: bool = False,
+          progress: bool | None = None, tensorboard: bool = True) -> TrainResult:
+    """Build a :class:`Trainer` and run it to ``steps`` (the library entry point behind ``goodsam train``)."""
+    trainer = Trainer(config, data_dir, masks_dir, run_dir, device=device, resume=resume,
+                      force_resume=force_resume, progress=progress, tensorboard=tensorboard)
+    try:
+        return trainer.fit(steps)
+    finally:
+        trainer.close()
+
+
+__all__ = ["LossWeights", "TrainResult", "Trainer", "amp_dtype", "lr_factor", "seed_everything", "train"]

@@ -1,0 +1,202 @@
+"""SAM mask generators: the fast implementation against SAM itself, on real MobileSAM and real windows."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from goodsam.assets import MOBILE_SAM_SHA256
+from goodsam.errors import AssetError, ConfigError, ImageError
+from goodsam.sam import AMGSettings, MaskSet, build_mask_generator
+from goodsam.sam.fast_amg import MaskUpsampler, stability_score
+from goodsam.sam.fast_decoder import FastMaskDecoder
+from goodsam.sam.models import load_sam
+
+
+def _iou_matrix(a: MaskSet, b: MaskSet) -> torch.Tensor:
+    x = torch.as_tensor(a.masks.reshape(len(a), -1), dtype=torch.float32)
+    y = torch.as_tensor(b.masks.reshape(len(b), -1), dtype=torch.float32)
+    inter = x @ y.T
+    return inter / (x.sum(1)[:, None] + y.sum(1)[None, :] - inter).clamp_min(1)
+
+
+def _memoise_encoder(generator, cache: dict) -> None:
+    """Share image embeddings between generators of this module (the encoder is the slow part)."""
+    predictor = generator.predictor if hasattr(generator, "predictor") else generator.amg.predictor
+    compute = predictor.set_image
+
+    def set_image(image: np.ndarray, image_format: str = "RGB") -> None:
+        key = (hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest(), image.shape)
+        if key not in cache:
+            compute(image, image_format)
+            cache[key] = (predictor.features, predictor.input_size, predictor.original_size)
+        predictor.reset_image()
+        predictor.features, predictor.input_size, predictor.original_size = cache[key]
+        predictor.is_image_set = True
+
+    predictor.set_image = set_image
+
+
+@pytest.fixture(scope="module")
+def encoder_cache() -> dict:
+    return {}
+
+
+@pytest.fixture(scope="module")
+def sam():
+    return load_sam("mobile_sam")
+
+
+@pytest.fixture(scope="module")
+def window(panorama_1027: np.ndarray) -> np.ndarray:
+    """A real 400x512 window of pass_1027U_0 (DensePASS size)."""
+    return np.ascontiguousarray(panorama_1027[:, 768:1280])
+
+
+def _generator(settings: AMGSettings, impl: str, cache: dict):
+    generator = build_mask_generator("mobile_sam", settings=settings, impl=impl)
+    _memoise_encoder(generator, cache)
+    return generator
+
+
+@pytest.fixture(scope="module")
+def fast_masks(window: np.ndarray, encoder_cache: dict) -> MaskSet:
+    return _generator(AMGSettings(points_per_side=16), "fast", encoder_cache).generate(window)
+
+
+def test_fast_generator_segments_a_real_window(fast_masks: MaskSet, window: np.ndarray) -> None:
+    assert len(fast_masks) >= 5
+    assert fast_masks.shape == window.shape[:2]
+    assert fast_masks.masks.any(0).mean() >= 0.5
+
+
+def test_maskset_fields_are_consistent(fast_masks: MaskSet) -> None:
+    m = fast_masks
+    n = len(m)
+    assert m.masks.dtype == bool and m.masks.shape[0] == n
+    assert m.area.dtype == np.int64 and np.array_equal(m.area, m.masks.reshape(n, -1).sum(1))
+    assert m.predicted_iou.dtype == np.float32 and (m.predicted_iou > 0.88).all()
+    assert m.stability_score.dtype == np.float32 and (m.stability_score >= 0.95).all()
+    assert m.boxes.dtype == np.int64 and m.boxes.shape == (n, 4)
+    for mask, (x, y, w, h) in zip(m.masks, m.boxes, strict=True):
+        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        assert (x, y, x + w, y + h) == (cols[0], rows[0], cols[-1], rows[-1])
+
+
+def test_fast_matches_reference_on_a_real_window(window: np.ndarray, encoder_cache: dict) -> None:
+    settings = AMGSettings(points_per_side=6)
+    ref = _generator(settings, "reference", encoder_cache).generate(window)
+    fast = _generator(settings, "fast", encoder_cache).generate(window)
+    assert len(ref) >= 2
+    iou = _iou_matrix(ref, fast)
+    assert (iou.max(1).values >= 0.9).all() and (iou.max(0).values >= 0.9).all()
+    match = iou.argmax(1)
+    np.testing.assert_allclose(fast.predicted_iou[match], ref.predicted_iou, atol=1e-4)
+    np.testing.assert_allclose(fast.stability_score[match], ref.stability_score, atol=1e-3)
+
+
+@pytest.mark.parametrize("min_area", [0, 200])
+def test_crop_layers_and_small_regions_match_reference(window: np.ndarray, encoder_cache: dict,
+                                                       min_area: int) -> None:
+    if min_area:
+        pytest.importorskip("cv2")
+    image = np.ascontiguousarray(window[100:300, :256])
+    settings = AMGSettings(points_per_side=3, crop_n_layers=1, min_mask_region_area=min_area,
+                           pred_iou_thresh=0.8, stability_score_thresh=0.9)
+    ref = _generator(settings, "reference", encoder_cache).generate(image)
+    fast = _generator(settings, "fast", encoder_cache).generate(image)
+    assert len(ref) == len(fast) >= 1
+    iou = _iou_matrix(ref, fast)
+    assert (iou.max(1).values >= 0.9).all() and (iou.max(0).values >= 0.9).all()
+
+
+def test_fast_decoder_equals_sam_decoder(sam, window: np.ndarray, encoder_cache: dict) -> None:
+    generator = _generator(AMGSettings(points_per_side=4), "fast", encoder_cache)
+    predictor = generator.predictor
+    predictor.set_image(window)
+    model = sam.model
+    points = torch.tensor([[[100.0, 80.0]], [[700.0, 300.0]], [[500.0, 600.0]]])
+    labels = torch.ones(3, 1, dtype=torch.int)
+    with torch.no_grad():
+        sparse, dense = model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
+        pe = model.prompt_encoder.get_dense_pe()
+        low, iou = model.mask_decoder(predictor.features, pe, sparse, dense, multimask_output=True)
+        fast = FastMaskDecoder(model.mask_decoder, tile=1000)  # tiles that do not divide the grid
+        state = fast.transform(fast.prepare(predictor.features, pe, dense[:1]), sparse)
+        masks = fast.masks(state, (64, 64), token_ids=[1, 2, 3])
+        part = fast.masks(state, (64, 64), index=torch.tensor([2]), token_ids=[1, 3], valid=(50, 40))
+    torch.testing.assert_close(state.iou[:, 1:], iou, atol=1e-4, rtol=0)
+    torch.testing.assert_close(masks, low, atol=2e-3, rtol=1e-4)
+    torch.testing.assert_close(part, low[2:3, [0, 2], :200, :160], atol=2e-3, rtol=1e-4)
+
+
+def test_fast_decoder_fits_segment_anything_decoder() -> None:
+    """SAM ViT-B/L/H share one decoder class (segment_anything): same results with random weights."""
+    from segment_anything.modeling import MaskDecoder, TwoWayTransformer
+
+    torch.manual_seed(0)
+    decoder = MaskDecoder(transformer_dim=256, transformer=TwoWayTransformer(
+        depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)).eval()
+    image, pe = torch.randn(1, 256, 64, 64), torch.randn(1, 256, 64, 64)
+    sparse, dense = torch.randn(5, 2, 256), torch.randn(1, 256, 1, 1).expand(5, -1, 64, 64)
+    with torch.no_grad():
+        low, iou = decoder(image, pe, sparse, dense, multimask_output=True)
+        fast = FastMaskDecoder(decoder)
+        state = fast.transform(fast.prepare(image, pe, dense[:1, :, :1, :1]), sparse)
+        masks = fast.masks(state, (64, 64), token_ids=[1, 2, 3])
+    torch.testing.assert_close(state.iou[:, 1:], iou, atol=1e-4, rtol=0)
+    torch.testing.assert_close(masks, low, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("size", "input_size"), [((400, 512), (800, 1024)), ((400, 256), (1024, 655))])
+def test_mask_upsampler_equals_sam_postprocess(sam, size, input_size) -> None:
+    low = torch.randn(3, 1, 256, 256) * 4
+    expected = sam.model.postprocess_masks(low, input_size, size)[:, 0]
+    upsampler = MaskUpsampler(1024, input_size, size, torch.device("cpu"))
+    got = upsampler(upsampler.crop(low[:, 0]))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(stability_score(got, 0.0, 1.0), stability_score(expected, 0.0, 1.0))
+
+
+def test_generator_identity_and_batch(encoder_cache: dict, window: np.ndarray) -> None:
+    settings = AMGSettings(points_per_side=2)
+    generator = _generator(settings, "fast", encoder_cache)
+    assert (generator.model_name, generator.impl, generator.settings) == ("mobile_sam", "fast", settings)
+    assert generator.weights_sha256 == MOBILE_SAM_SHA256
+    reference = build_mask_generator(settings=settings, impl="reference")
+    assert reference.impl == "reference" and reference.weights_sha256 == MOBILE_SAM_SHA256
+    small = np.ascontiguousarray(window[:64, :96])
+    results = generator.generate_batch([small, small])
+    assert len(results) == 2 and all(r.shape == (64, 96) for r in results)
+    with pytest.raises(ImageError):
+        generator.generate(small[..., 0])
+
+
+def test_unknown_model_impl_or_settings_raise_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown SAM model"):
+        build_mask_generator("sam_vit_x")
+    with pytest.raises(ConfigError, match="impl"):
+        build_mask_generator(impl="turbo")
+    with pytest.raises(ConfigError):
+        build_mask_generator(settings=AMGSettings(pred_iou_thresh=1.5))
+    with pytest.raises(ConfigError, match="device"):
+        build_mask_generator(device="tpu")
+
+
+def test_missing_or_corrupt_weights_raise_asset_error(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import goodsam.assets as assets
+
+    monkeypatch.setattr(assets, "asset_roots", lambda: [("empty", tmp_path / "none")])
+    with pytest.raises(AssetError, match="sam_vit_h"):
+        build_mask_generator("sam_vit_h")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(AssetError, match="corrupt or not a checkpoint"):
+        build_mask_generator("sam_vit_b", weights=garbage)
+    with pytest.raises(AssetError, match="corrupt"):
+        build_mask_generator("mobile_sam", weights=garbage)
+    with pytest.raises(AssetError):
+        build_mask_generator("mobile_sam", weights=tmp_path / "absent.pt")
