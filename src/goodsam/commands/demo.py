@@ -41,6 +41,32 @@ def prepare_panoramas(source: Path, out_dir: Path, height: int, width: int) -> l
     return written
 
 
+# Peak memory of one nano training process at 400x2048 (TA activations of 7 windows dominate).
+WORKER_MEMORY_BYTES = 6.5 * 2**30
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes (Linux ``MemAvailable``), None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError, IndexError):
+        return None
+
+
+def default_workers(batch_size: int) -> int:
+    """One process per CPU core, no more than the batch size or than the free memory allows."""
+    workers = max(1, min(os.cpu_count() or 1, batch_size))
+    free = available_memory()
+    if free is None:
+        return workers
+    while workers > 1 and (workers * WORKER_MEMORY_BYTES > free or batch_size % workers):
+        workers -= 1
+    return workers
+
+
 def _predict(model_ref: str | Path, images: Path, out_dir: Path, title: str, device: str) -> None:
     from goodsam.inference import load_model
     from goodsam.predict import predict_images
@@ -104,9 +130,10 @@ def run_demo(out: Path, steps: int | None = None, config: str = "nano-s0.5", ove
              workers: int | None = None) -> dict:
     """The whole demo; returns timings (seconds per stage) and the first/last logged losses.
 
-    ``workers`` processes (default: one per CPU core, at most the batch size) share the SAM masks and
-    train as a gloo DDP job, each single-threaded — on a small CPU this beats intra-op threads, and
-    the result equals a one-process run (DDP averages the same global batch). On a GPU: one process.
+    ``workers`` processes (default: one per CPU core, at most the batch size, ~6.5 GB of free memory
+    each) share the SAM masks and train as a gloo DDP job, each single-threaded — on a small CPU this
+    beats intra-op threads, and the result equals a one-process run (DDP averages the same global
+    batch). On a GPU: one process.
     """
     from goodsam.assets import find_asset
     from goodsam.train.config import load_config
@@ -122,7 +149,7 @@ def run_demo(out: Path, steps: int | None = None, config: str = "nano-s0.5", ove
         cfg.train.steps = steps
     torch_device = str(resolve_device(device))
     if workers is None:
-        workers = 1 if torch_device != "cpu" else max(1, min(os.cpu_count() or 1, cfg.data.batch_size))
+        workers = 1 if torch_device != "cpu" else default_workers(cfg.data.batch_size)
     if workers < 1 or cfg.data.batch_size % workers:
         raise ConfigError(f"--workers {workers} must divide data.batch_size {cfg.data.batch_size}")
     timings: dict[str, float] = {}

@@ -61,6 +61,8 @@ class RunMonitor:
 def _tag(key: str) -> str:
     if key.startswith("lr_"):
         return f"lr/{key[3:]}"
+    if key.startswith("grad_norm_"):
+        return f"grad_norm/{key[10:]}"
     if key in ("student", "ta", "total"):
         return f"loss/{key}"
     return f"loss_terms/{key}"
