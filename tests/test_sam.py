@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from goodsam.assets import MOBILE_SAM_SHA256
 from goodsam.errors import AssetError, ConfigError, ImageError
@@ -98,11 +99,13 @@ def test_fast_matches_reference_on_a_real_window(window: np.ndarray, encoder_cac
     np.testing.assert_allclose(fast.stability_score[match], ref.stability_score, atol=1e-3)
 
 
-@pytest.mark.parametrize("min_area", [0, 200])
-def test_crop_layers_and_small_regions_match_reference(window: np.ndarray, encoder_cache: dict,
-                                                       min_area: int) -> None:
-    if min_area:
-        pytest.importorskip("cv2")
+@pytest.mark.slow
+def test_crop_layers_and_small_regions_match_reference(window: np.ndarray, encoder_cache: dict) -> None:
+    try:
+        import cv2  # noqa: F401
+        min_area = 200
+    except ImportError:  # small-region removal needs OpenCV; crops are still compared
+        min_area = 0
     image = np.ascontiguousarray(window[100:300, :256])
     settings = AMGSettings(points_per_side=3, crop_n_layers=1, min_mask_region_area=min_area,
                            pred_iou_thresh=0.8, stability_score_thresh=0.9)
@@ -141,7 +144,7 @@ def test_fast_decoder_fits_segment_anything_decoder() -> None:
     decoder = MaskDecoder(transformer_dim=256, transformer=TwoWayTransformer(
         depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)).eval()
     image, pe = torch.randn(1, 256, 64, 64), torch.randn(1, 256, 64, 64)
-    sparse, dense = torch.randn(5, 2, 256), torch.randn(1, 256, 1, 1).expand(5, -1, 64, 64)
+    sparse, dense = torch.randn(2, 2, 256), torch.randn(1, 256, 1, 1).expand(2, -1, 64, 64)
     with torch.no_grad():
         low, iou = decoder(image, pe, sparse, dense, multimask_output=True)
         fast = FastMaskDecoder(decoder)
@@ -158,7 +161,17 @@ def test_mask_upsampler_equals_sam_postprocess(sam, size, input_size) -> None:
     upsampler = MaskUpsampler(1024, input_size, size, torch.device("cpu"))
     got = upsampler(upsampler.crop(low[:, 0]))
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(stability_score(got, 0.0, 1.0), stability_score(expected, 0.0, 1.0))
+    exact = stability_score(expected, 0.0, 1.0)
+    torch.testing.assert_close(stability_score(got, 0.0, 1.0), exact)
+    # the screen's bound never rejects what the exact score keeps (smooth fields, like real logits)
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    radius = torch.linspace(10, 90, 16)[:, None, None]
+    slope = torch.logspace(-1.5, 0.5, 4).repeat_interleave(4)[:, None, None]
+    smooth = (radius - ((yy - 90) ** 2 + (xx - 120) ** 2).sqrt()) * slope  # blobs, sharp to blurry
+    smooth = smooth + F.avg_pool2d(torch.randn(16, 1, 262, 262), 7, stride=1)[:, 0]
+    bound = upsampler.stability_upper_bound(upsampler.crop(smooth), 0.0, 1.0)
+    assert (bound >= stability_score(upsampler(upsampler.crop(smooth)), 0.0, 1.0)).all()
+    assert (bound < 0.95).any() and (bound >= 0.95).any()
 
 
 def test_generator_identity_and_batch(encoder_cache: dict, window: np.ndarray) -> None:
@@ -168,11 +181,11 @@ def test_generator_identity_and_batch(encoder_cache: dict, window: np.ndarray) -
     assert generator.weights_sha256 == MOBILE_SAM_SHA256
     reference = build_mask_generator(settings=settings, impl="reference")
     assert reference.impl == "reference" and reference.weights_sha256 == MOBILE_SAM_SHA256
-    small = np.ascontiguousarray(window[:64, :96])
-    results = generator.generate_batch([small, small])
-    assert len(results) == 2 and all(r.shape == (64, 96) for r in results)
+    results = generator.generate_batch([window, window])  # embeddings cached: cheap
+    assert len(results) == 2 and all(r.shape == window.shape[:2] for r in results)
+    assert all(np.array_equal(a, b) for a, b in zip(results[0].masks, results[1].masks, strict=True))
     with pytest.raises(ImageError):
-        generator.generate(small[..., 0])
+        generator.generate(window[..., 0])
 
 
 def test_unknown_model_impl_or_settings_raise_config_error() -> None:

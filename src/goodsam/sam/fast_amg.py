@@ -14,10 +14,17 @@ small-region steps when enabled). What changes is how the numbers are computed:
    once per image size (by running the same two interpolations on an identity basis), so each kept
    candidate costs two small matrix products straight to the image's own size, and only the
    low-res rows/columns that reach the image are read;
-4. a candidate whose stability score on the low-res logits is far below the threshold (by more than
-   ``screen_margin``) is dropped before upsampling; every other one gets the exact full-resolution
-   stability score, so keep/reject decisions are the reference's (the margin is validated on real
-   windows in benchmarks/amg.py).
+4. the stability filter is decided without approximation: every full-resolution logit is a convex
+   combination of a small window of low-res logits, so window maxima/minima (counted with how many
+   output pixels share each window) bound the full-resolution stability score from above. Candidates
+   whose bound is under the threshold are rejected without upsampling (the reference would reject
+   them too); every other one gets the exact full-resolution score;
+5. prompts are decoded in small chunks by ``torch.get_num_threads()`` single-threaded workers: the
+   decoder's many small operations lose most of their time in thread barriers when each one is
+   parallelised (and collapse when the cores are shared), chunks of prompts are independent.
+
+Differences from the reference are float rounding only (re-associated sums): on real windows the
+masks come out pixel-identical (tests/test_sam.py, benchmarks/amg.py).
 """
 
 from __future__ import annotations
@@ -56,6 +63,36 @@ def resize_matrix(low: int, canvas: int, valid: int, out: int, device: torch.dev
     return x[0, :, :, 0].transpose(0, 1).contiguous()
 
 
+class _BandedRows:
+    """``matrix @ x`` over dim 1 of (n, low, cols) for a banded (out, low) matrix, e.g. a resize.
+
+    Output rows go in blocks that each read one window of input rows: the same products as the dense
+    product, without the (many) zeros.
+    """
+
+    def __init__(self, matrix: Tensor, block: int = 32) -> None:
+        out, low = matrix.shape
+        nz = matrix != 0
+        spans = []
+        for b0 in range(0, out, block):
+            cols = nz[b0:b0 + block].any(0).nonzero()[:, 0]
+            spans.append((int(cols.min()), int(cols.max()) + 1) if len(cols) else (0, 1))
+        width = max(end - start for start, end in spans)
+        starts = [min(start, low - width) for start, _ in spans]
+        self.weights = matrix.new_zeros(len(starts), block, width)
+        for i, start in enumerate(starts):
+            rows = matrix[i * block:(i + 1) * block, start:start + width]
+            self.weights[i, : len(rows)] = rows
+        dev = matrix.device
+        index = torch.tensor(starts, device=dev)[:, None] + torch.arange(width, device=dev)
+        self.index, self.out, self.width = index.flatten(), out, width
+
+    def __call__(self, x: Tensor) -> Tensor:
+        n, _, cols = x.shape
+        gathered = x.index_select(1, self.index).view(n, -1, self.width, cols)
+        return torch.matmul(self.weights, gathered).view(n, -1, cols)[:, : self.out]
+
+
 class MaskUpsampler:
     """Low-res logits (n, 256, 256) -> logits at the image's size, equal to ``Sam.postprocess_masks``."""
 
@@ -67,13 +104,68 @@ class MaskUpsampler:
         self.kx = int(self.rx.abs().sum(0).nonzero().max()) + 1
         self.ry, self.rx_t = self.ry[:, : self.ky].contiguous(), self.rx[:, : self.kx].t().contiguous()
         self.tokens = (-(-self.ky // 4), -(-self.kx // 4))  # image tokens whose upscaled pixels are used
+        wy, wx = _tap_windows(self.ry), _tap_windows(self.rx_t.t())
+        self.windows = (wy, wx) if wy is not None and wx is not None else None
+        self.banded = (_BandedRows(self.ry), _BandedRows(self.rx_t.t())) if device.type == "cpu" else None
 
     def crop(self, low: Tensor) -> Tensor:
         """The part of the low-res logits that the image sees."""
         return low[..., : self.ky, : self.kx]
 
     def __call__(self, low: Tensor) -> Tensor:
-        return torch.matmul(self.ry, torch.matmul(self.crop(low), self.rx_t))
+        low = self.crop(low)
+        if self.banded is None:  # dense products: what a GPU prefers
+            return torch.matmul(self.ry, torch.matmul(low, self.rx_t))
+        rows, cols = self.banded
+        return rows(cols(low.transpose(1, 2)).transpose(1, 2))
+
+    def stability_upper_bound(self, low: Tensor, threshold: float, offset: float) -> Tensor | None:
+        """An upper bound of the full-resolution stability score of cropped low-res logits, per mask.
+
+        Every output pixel is a convex combination of a window of inputs, so it can exceed
+        ``threshold + offset`` only if the window's maximum does and it surely exceeds
+        ``threshold - offset`` if the window's minimum does. Counting output pixels through their
+        windows (with multiplicities) bounds the intersection from above and the union from below;
+        a mask whose bound is under the stability threshold is rejected exactly as the reference would.
+        """
+        if self.windows is None:
+            return None
+        (wy, my), (wx, mx) = self.windows
+        high = _window_extreme(_window_extreme(low, wy, -2, torch.maximum), wx, -1, torch.maximum)
+        low_ = _window_extreme(_window_extreme(low, wy, -2, torch.minimum), wx, -1, torch.minimum)
+        slack = 1e-4  # covers float rounding of the exact resize (weights summing to 1 +- ulp)
+        inter = torch.einsum("i,nij,j->n", my, (high > threshold + offset - slack).to(my.dtype), mx)
+        union = torch.einsum("i,nij,j->n", my, (low_ > threshold - offset + slack).to(my.dtype), mx)
+        return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, float("inf")))
+
+
+def _tap_windows(matrix: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Distinct input windows ``(start, length)`` of a resize matrix's rows, with how many rows use each.
+
+    None unless every row is a convex combination of consecutive inputs (true of bilinear resizing),
+    which is what makes the stability bound below valid.
+    """
+    nz = matrix > 0
+    if (matrix < 0).any() or not torch.allclose(matrix.sum(1), torch.ones_like(matrix[:, 0]), atol=1e-5):
+        return None
+    start = nz.float().argmax(1)
+    length = nz.sum(1)
+    if not torch.equal(nz.flip(1).float().argmax(1), matrix.shape[1] - start - length) or (length == 0).any():
+        return None
+    windows, counts = torch.unique(torch.stack([start, length], 1), dim=0, return_counts=True)
+    return windows, counts.to(matrix.dtype)
+
+
+def _window_extreme(x: Tensor, windows: Tensor, dim: int, op) -> Tensor:
+    """``op`` (max or min) of ``x`` over each window ``(start, length)`` along ``dim``."""
+    x = x.movedim(dim, -1)
+    longest = int(windows[:, 1].max())
+    levels, cur = [x], x
+    for k in range(1, longest):
+        cur = op(cur[..., :-1], x[..., k:])
+        levels.append(F.pad(cur, (0, k)))
+    out = torch.stack(levels, -1)[..., windows[:, 0], windows[:, 1] - 1]
+    return out.movedim(-1, dim)
 
 
 def stability_score(logits: Tensor, threshold: float, offset: float) -> Tensor:
@@ -162,9 +254,10 @@ class FastMaskGenerator(MaskGenerator):
     ``workers``: CPU threads decoding prompt chunks in parallel, each single-threaded (default
     ``torch.get_num_threads()``): coarse parallelism, as many small operations parallelised inside
     spend their time in thread barriers, and collapse when the cores are shared.
-    ``screen_margin``: low-res stability pre-filter margin (0 disables the pre-filter);
-    ``check_screen``: also upsample what the pre-filter drops and count in ``stats["screen_misses"]``
-    the ones the exact score would have kept (a validation aid: slower, results unchanged).
+    ``screen``: drop candidates whose stability upper bound (computed on the low-res logits, see
+    :meth:`MaskUpsampler.stability_upper_bound`) is below the threshold before upsampling them;
+    ``check_screen``: also upsample what the screen drops and count in ``stats["screen_misses"]``
+    the ones the exact score would have kept (a validation aid: slower; always 0 as the bound holds).
     After each call, ``stats`` counts prompts and candidates per stage and ``timings`` holds seconds
     per stage (summed over workers).
     """
@@ -172,7 +265,7 @@ class FastMaskGenerator(MaskGenerator):
     impl = "fast"
 
     def __init__(self, sam: LoadedSam, settings: AMGSettings, prompts_per_call: int | None = None,
-                 workers: int | None = None, screen_margin: float = 0.1, check_screen: bool = False) -> None:
+                 workers: int | None = None, screen: bool = True, check_screen: bool = False) -> None:
         from importlib import import_module
 
         self.sam = sam
@@ -190,7 +283,7 @@ class FastMaskGenerator(MaskGenerator):
         self._remove_small_regions = amg_utils.remove_small_regions
         self.prompts_per_call = prompts_per_call or (64 if on_gpu else 4)
         self.workers = workers
-        self.screen_margin = screen_margin
+        self.screen = screen
         self.check_screen = check_screen
         self.stats: dict[str, int] = {}
         self.timings: dict[str, float] = {}
@@ -284,9 +377,11 @@ class FastMaskGenerator(MaskGenerator):
             sel = keep[rows]
             low, iou = job.upsampler.crop(low)[sel], iou[rows][sel]
         with counter.timed("filters", device):
-            if s.stability_score_thresh > 0 and self.screen_margin > 0:
-                rough = stability_score(low, threshold, s.stability_score_offset)
-                ok = rough >= s.stability_score_thresh - self.screen_margin
+            bound = None
+            if s.stability_score_thresh > 0 and self.screen:
+                bound = job.upsampler.stability_upper_bound(low, threshold, s.stability_score_offset)
+            if bound is not None:
+                ok = bound >= s.stability_score_thresh
                 counter.add(screened_out=int((~ok).sum()))
                 if self.check_screen and not ok.all():
                     exact = stability_score(job.upsampler(low[~ok]), threshold, s.stability_score_offset)

@@ -217,7 +217,11 @@ class FastMaskDecoder:
             bias = torch.matmul(k, attn.q_proj.bias.reshape(nh, c, 1)).reshape(b, nh * t, 1)
         mixer = _OnlineAttention()
         new_keys = []
-        for i, (r0, r1) in enumerate(self._tiles(b, ctx.grid)):
+        tiles = self._tiles(b, ctx.grid)
+        rows = max(r1 - r0 for r0, r1 in tiles)
+        work = torch.empty(2, b, rows, dim, device=queries.device, dtype=queries.dtype)  # reused
+        for i, (r0, r1) in enumerate(tiles):
+            with_pe, update = work[0, :, : r1 - r0], work[1, :, : r1 - r0]
             pe = ctx.pe[r0:r1]
             if shared:
                 scores = torch.bmm(k_shared, ctx.i2t_q0[:, r0:r1].transpose(1, 2))  # (h, BT, R)
@@ -225,12 +229,14 @@ class FastMaskDecoder:
                 residual = ctx.keys0[r0:r1]
             else:
                 residual = keys[i]
-                scores = torch.baddbmm(bias, m, (residual + pe).transpose(1, 2))  # (B, hT, R)
+                torch.add(residual, pe, out=with_pe)
+                scores = torch.baddbmm(bias, m, with_pe.transpose(1, 2))  # (B, hT, R)
                 weights = scores.view(b, nh, t, -1).softmax(dim=2).view(b, nh * t, -1)
-            update = torch.bmm(weights.transpose(1, 2), values).add_(residual)  # (B, R, C)
+            torch.bmm(weights.transpose(1, 2), values, out=update).add_(residual)  # (B, R, C)
             new = F.layer_norm(update, (dim,), norm.weight, norm.bias, norm.eps)
             new_keys.append(new)
-            mixer.add(torch.bmm(next_query, (new + pe).transpose(1, 2)), new)
+            torch.add(new, pe, out=with_pe)
+            mixer.add(torch.bmm(next_query, with_pe.transpose(1, 2)), new)
         return new_keys, mixer.result()
 
     # ------------------------------------------------------------------ transformer
@@ -319,7 +325,7 @@ class FastMaskDecoder:
         _, ln, act1, _, act2 = dec.output_upscaling
         w1, b1, w2, b2 = self._up_weights_for(tiles[0])
         c1, c2 = w1.shape[0] // 4, w2.shape[0] // 4
-        fused = _fused_linear_gelu(tiles[0], act2)
+        linear, linear_gelu = _onednn_linears(tiles[0], act2)
         out = torch.empty(b, gh, gw * 16, len(token_ids), device=hyper.device, dtype=hyper.dtype)
         y0 = 0
         for tile in tiles:
@@ -327,9 +333,9 @@ class FastMaskDecoder:
             if y1 > y0:
                 x = tile if index is None else tile[index]
                 x = x.view(b, -1, w, c)[:, : y1 - y0, :gw].reshape(-1, c)
-                x = F.linear(x, w1, b1).view(-1, 4, c1)
+                x = linear(x, w1, b1).view(-1, 4, c1)
                 x = act1(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)).view(-1, c1)
-                x = fused(x, w2, b2) if fused else act2(F.linear(x, w2, b2))
+                x = linear_gelu(x, w2, b2)
                 out[:, y0:y1] = torch.bmm(x.view(b, -1, c2), hyper_t).view(b, y1 - y0, -1, len(token_ids))
             y0 += tile.shape[1] // w
         # (B, gh, gw, a, b, a', b', M) with row 4y+2a+a', column 4x+2b+b' -> (B, M, 4gh, 4gw)
@@ -343,14 +349,27 @@ class FastMaskDecoder:
         return weights
 
 
-def _fused_linear_gelu(like: Tensor, act: nn.Module):
-    """oneDNN's ``gelu(x @ w.T + b)`` in one pass (CPU float32; same values as the separate ops), or
-    None where it is unavailable or the activation is not an exact GELU."""
+_ONEDNN_OK: bool | None = None
+
+
+def _onednn_linears(like: Tensor, act: nn.Module):
+    """``(linear, act(linear))`` for the upscaler: oneDNN's fused kernels (bias and exact GELU applied
+    in the same pass; same values as the separate operations) on CPU float32 where available,
+    else the plain PyTorch operations."""
+    global _ONEDNN_OK
+    plain = (F.linear, lambda x, w, b: act(F.linear(x, w, b)))
     if like.device.type != "cpu" or like.dtype != torch.float32:
-        return None
+        return plain
     if not isinstance(act, nn.GELU) or act.approximate != "none":
-        return None
+        return plain
     op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-    if op is None or not torch.backends.mkldnn.is_available():
-        return None
-    return lambda x, w, b: op(x, w, b, "gelu", [], "none")
+    if _ONEDNN_OK is None:
+        try:
+            x, w, b = torch.randn(8, 4), torch.randn(3, 4), torch.randn(3)
+            _ONEDNN_OK = op is not None and torch.allclose(
+                op(x, w, b, "gelu", [], "none"), F.gelu(F.linear(x, w, b)), atol=1e-5)
+        except (RuntimeError, TypeError, AttributeError):
+            _ONEDNN_OK = False
+    if not _ONEDNN_OK:
+        return plain
+    return (lambda x, w, b: op(x, w, b, "none", [], ""), lambda x, w, b: op(x, w, b, "gelu", [], "none"))
