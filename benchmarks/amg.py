@@ -151,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     ref_rest = totals["ref"][0] - sum(ref_stages.times.values())
     for label, value in [*ref_stages.times.items(), ("filters, RLE, NMS", ref_rest)]:
         print(f"  reference {label:<18} {value / n:7.2f}")
-    fast_rest = totals["fast"][0] - sum(fast_stages.values())
-    for label, value in [*fast_stages.items(), ("other", fast_rest)]:
-        print(f"  fast      {label:<18} {value / n:7.2f}")
+    workers = fast.workers or torch.get_num_threads()
+    for label, value in fast_stages.items():  # decoder stages run on `workers` threads at once
+        print(f"  fast      {label:<18} {value / n:7.2f}" + ("" if label == "encoder" else
+                                                          f"  (thread-s, {workers} workers)"))
     print("fast counts per window: " + ", ".join(f"{k} {v / n:.0f}" for k, v in fast_stats.items()))
     print("\nrerun: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]))
     return 0
