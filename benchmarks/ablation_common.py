@@ -13,6 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GOODSAM = [sys.executable, "-m", "goodsam.cli"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Settings:
     stride: int = 256
     real_panoramas: int = 6
     threads: int = 2
+    workers: int = 2  # training processes (gloo DDP, one thread each; equal to one process, and faster)
     seed: int = 0
     extra_overrides: list[str] = field(default_factory=list)
 
@@ -88,6 +90,8 @@ def display(args: list[str]) -> str:
     """A command as a user would type it: ``goodsam …`` instead of ``python -m goodsam.cli …``."""
     if args[: len(GOODSAM)] == GOODSAM:
         args = ["goodsam", *args[len(GOODSAM):]]
+    elif args[: len(TORCHRUN)] == TORCHRUN:
+        args = ["torchrun", *args[len(TORCHRUN) - 1:]]
     return shlex.join(rel(a) for a in args)
 
 
@@ -98,9 +102,15 @@ def rel(text: str | Path) -> str:
     return text.replace(prefix, "") if prefix in text else text
 
 
-def run_goodsam(args: list[str], threads: int, log: Path) -> float:
-    """Run ``goodsam ARGS`` (output appended to ``log``); returns its wall time; raises on failure."""
+def run_goodsam(args: list[str], threads: int, log: Path, processes: int = 1) -> float:
+    """Run ``goodsam ARGS`` (output appended to ``log``); returns its wall time; raises on failure.
+
+    ``processes`` > 1 launches it with ``torchrun`` (a gloo DDP job of single-threaded processes).
+    """
     command = [*GOODSAM, *args]
+    if processes > 1:
+        command = [*TORCHRUN, f"--nproc_per_node={processes}", "-m", "goodsam.cli", *args]
+        threads = 1
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log, "a") as handle:

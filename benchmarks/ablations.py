@@ -55,9 +55,10 @@ SEMANTIC = ("student", "ta", "steps", "points_per_side", "train_frames", "eval_f
 # Wall-time model on a dedicated 2-core CPU (seconds). Measured as CPU time with this code base and divided
 # by ~1.7 (two threads): MobileSAM ~4 s + ~0.125 s per point prompt per window (fast generator); one
 # training step at 400x2048 ~53 s (TA forward + backward on 7 windows, student on the panorama, fusion,
-# DAR); a sub-process ~10 s to start (~30 s for `goodsam train`: models, checkpoints, plots).
+# DAR), ~16 s as a 2-process DDP job of single-threaded processes (the default: DDP averages the same
+# global batch, so the result equals one process); a sub-process ~10 s to start (~30 s for `goodsam train`).
 COST = {"startup": 10.0, "convert": 3.0, "sam_base": 2.5, "sam_per_prompt": 0.075, "sam_load": 6.0,
-        "step": 30.0, "image": 2.0, "fusion": 6.0, "overlay": 10.0}
+        "step": 30.0, "step_ddp": 16.0, "image": 2.0, "fusion": 6.0, "overlay": 10.0}
 FULL_PIXELS = 400 * 2048
 
 
@@ -102,7 +103,8 @@ def estimates(settings: Settings) -> dict[str, float]:
         "fusion_pretrained": 5 + evals * COST["fusion"] * scale,
     }
     for variant in STUDENT_VARIANTS:
-        out[f"train_{variant}"] = 3 * COST["startup"] + settings.steps * COST["step"] * scale
+        step = COST["step"] if settings.workers == 1 else COST["step_ddp"] * 2 / settings.workers
+        out[f"train_{variant}"] = 3 * COST["startup"] + settings.steps * step * scale
     out["eval_trained"] = 7 * COST["startup"] + COST["image"] * (7 * eval_images + 3 * scale)
     out["fusion_trained"] = out["fusion_pretrained"]
     out["overlays"] = 10 + (real + 2) * COST["overlay"] * scale
@@ -128,7 +130,8 @@ def print_plan(stages: list[Stage], settings: Settings, todo: list[Stage]) -> fl
           f"panoramas of {settings.height}x{settings.width}, windows {settings.window}/{settings.stride} "
           f"({sam_calls_per_panorama(settings)} SAM runs each, points_per_side {settings.points_per_side}), "
           f"{settings.steps} steps per training run, student {settings.student}, TA {settings.ta}, "
-          f"{settings.threads} threads.\nWork dir {settings.work}; report {settings.docs / 'results.md'}.")
+          f"{settings.threads} threads, training as {settings.workers} process(es).\n"
+          f"Work dir {settings.work}; report {settings.docs / 'results.md'}.")
     for stage in stages:
         state = f"~{stage.estimate_s / 60:5.1f} min" if stage in todo else (
             "     done" if is_done(stage, settings) else "  skipped")
@@ -255,7 +258,7 @@ def train_stage(variant: str) -> Callable[[Settings, Path], dict]:
         args = train_args(variant, settings)
         run_dir = settings.work / "runs" / variant
         ledger = read_json(run_dir / "ablation_train.json") or {"seconds": 0.0, "step": 0}
-        seconds = run_goodsam(args, settings.threads, log)
+        seconds = run_goodsam(args, settings.threads, log, processes=settings.workers)
         run = read_json(run_dir / "run.json") or {}
         if run.get("step", 0) > ledger["step"]:  # it trained: count this invocation's time
             ledger = {"seconds": ledger["seconds"] + seconds, "step": run["step"]}
@@ -356,6 +359,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Frames per evaluation panorama (default 5).")
     parser.add_argument("--erp-height", type=int, help="Panorama band height (default 400).")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of every process (default 2).")
+    parser.add_argument("--workers", type=int,
+                        help="Training processes, a gloo DDP job of 1 thread each (default 2; 1: one process "
+                             "with --threads threads). Same result either way.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Extra `goodsam train --set` override for every training run.")
     parser.add_argument("--redo", nargs="+", default=[], metavar="STAGE",
@@ -368,7 +374,8 @@ def build_settings(args: argparse.Namespace) -> Settings:
     work = args.work or REPO / "outputs" / ("ablations_quick" if args.quick else "ablations")
     docs = args.docs or (work / "docs" if args.quick else REPO / "docs")
     settings = quick_settings(work, docs) if args.quick else Settings(work=work, docs=docs)
-    for key in ("student", "steps", "points_per_side", "frames_per_pano", "eval_frames_per_pano", "threads"):
+    for key in ("student", "steps", "points_per_side", "frames_per_pano", "eval_frames_per_pano", "threads",
+                "workers"):
         value = getattr(args, key)
         if value is not None:
             setattr(settings, key, value)

@@ -6,6 +6,11 @@ total: seconds per window of each (wall clock and process CPU time: the machine 
 speed-up, and the mask agreement both ways (share of reference masks matched by a fast mask with
 IoU >= 0.9, and of fast masks matched by a reference mask), plus where the time goes in each.
 
+Then the floor of the fast decoder (CPU): its floating-point work per prompt, counted with
+``torch.utils.flop_counter``, against the rate this core reaches on dense matrix products of the same
+shapes, measured in the same run. Time the exact algorithm cannot go below, whatever the code does
+besides arithmetic.
+
     python benchmarks/amg.py [--points-per-side 32] [--windows 2] [--threads 2] [--device cpu]
 """
 
@@ -20,6 +25,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from goodsam.assets import find_asset
 from goodsam.sam import AMGSettings, MaskSet, build_mask_generator
@@ -94,6 +100,89 @@ def clock():
     result["wall"], result["cpu"] = time.perf_counter() - wall, time.process_time() - cpu
 
 
+def _seconds(function, repeat: int) -> float:
+    """Best-of-3 seconds of one call (each run ``repeat`` times), single-threaded."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeat):
+            function()
+        best = min(best, (time.perf_counter() - start) / repeat)
+    return best
+
+
+def _matmul_rate(shapes: list[tuple[int, int, int]], batch: int) -> float:
+    """Single-thread GFLOP/s of float32 batched products (m, k) @ (k, n), summed over ``shapes``."""
+    pairs = [(torch.randn(batch, m, k), torch.randn(batch, k, n)) for m, k, n in shapes]
+    flops = sum(2 * batch * m * k * n for m, k, n in shapes)
+    return flops / _seconds(lambda: [torch.bmm(a, b) for a, b in pairs], 20) / 1e9
+
+
+def decoder_floor(fast, image: np.ndarray) -> dict[str, float]:
+    """Per-prompt FLOPs and single-thread time of the fast decoder's two stages on ``image``, with the
+    dense-matmul rate of their dominant shapes: how far the arithmetic itself is from the time spent."""
+    from goodsam.sam import fast_decoder
+    from goodsam.sam.fast_amg import MaskUpsampler
+
+    model, decoder, chunk = fast.sam.model, fast.decoder, fast.prompts_per_call
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fast.predictor.set_image(image)
+        points = fast.point_grids[0] * np.array(image.shape[:2])[None, ::-1]
+        coords = torch.as_tensor(fast.predictor.transform.apply_coords(points, image.shape[:2]),
+                                 dtype=torch.float)
+        labels = torch.ones(len(coords), 1, dtype=torch.int)
+        sparse, dense = model.prompt_encoder(points=(coords[:, None], labels), boxes=None, masks=None)
+        ctx = decoder.prepare(fast.predictor.features, model.prompt_encoder.get_dense_pe(), dense[:1])
+        valid = MaskUpsampler(model.image_encoder.img_size, fast.predictor.input_size, image.shape[:2],
+                              torch.device("cpu")).tokens
+        tokens = list(range(1, model.mask_decoder.num_mask_tokens))
+        batch = sparse[:chunk]
+        state = decoder.transform(ctx, batch)
+        onednn, fast_decoder._ONEDNN_OK = fast_decoder._ONEDNN_OK, False  # count F.linear, not oneDNN
+        try:
+            with FlopCounterMode(display=False) as counter:
+                decoder.transform(ctx, batch)
+            transform_flops = counter.get_total_flops() / chunk
+            with FlopCounterMode(display=False) as counter:
+                decoder.masks(state, ctx.grid, None, tokens, valid)
+            upscale_flops = counter.get_total_flops() / chunk
+        finally:
+            fast_decoder._ONEDNN_OK = onednn
+        transform_s = _seconds(lambda: decoder.transform(ctx, batch), 5) / chunk
+        upscale_s = _seconds(lambda: decoder.masks(state, ctx.grid, None, tokens, valid), 5) / chunk
+        n, dim, rows = ctx.keys0.shape[0], ctx.keys0.shape[1], 8 * 7  # image tokens, channels, heads x tokens
+        transformer_rate = _matmul_rate([(n, rows, dim), (rows, dim, n), (rows, n, dim)], chunk)
+        pixels, c1, c2 = valid[0] * valid[1], decoder._upscaling_weights()[0].shape[0], 4 * 32
+        upscale_rate = _matmul_rate([(pixels, dim, c1), (4 * pixels, c1 // 4, c2)], chunk)
+        fast.predictor.reset_image()
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {"transform_gflop": transform_flops / 1e9, "transform_ms": transform_s * 1e3,
+            "transform_rate": transformer_rate, "upscale_gflop": upscale_flops / 1e9,
+            "upscale_ms": upscale_s * 1e3, "upscale_rate": upscale_rate}
+
+
+def print_floor(floor: dict[str, float], stats: dict[str, int], stages: dict[str, float], workers: int,
+                ref_wall: float, windows: int) -> None:
+    """The fast decoder's floor: its arithmetic at this core's dense-matmul rate."""
+    print("\nfloor of the fast decoder (1 thread; FLOPs counted, matmul rate measured on the same shapes)")
+    for stage in ("transform", "upscale"):
+        gflop, ms, rate = floor[f"{stage}_gflop"], floor[f"{stage}_ms"], floor[f"{stage}_rate"]
+        print(f"  {stage:<10} {gflop:6.3f} GFLOP/prompt in {ms:6.2f} ms = {gflop / ms * 1e3:5.1f} GFLOP/s; "
+              f"dense matmul of its shapes {rate:5.1f} GFLOP/s -> at that rate {gflop / rate * 1e3:6.2f} ms")
+    prompts = stats.get("prompts", 0) / windows
+    upscaled = stats.get("upscaled_prompts", 0) / windows
+    arithmetic = (prompts * floor["transform_gflop"] / floor["transform_rate"]
+                  + upscaled * floor["upscale_gflop"] / floor["upscale_rate"]) / workers
+    encoder = stages.get("encoder", 0.0) / windows
+    best = arithmetic + encoder
+    print(f"  per window: {prompts:.0f} prompts, {upscaled:.0f} upscaled -> decoder arithmetic alone "
+          f"{arithmetic:.2f} s on {workers} workers + encoder {encoder:.2f} s = {best:.2f} s: "
+          f"at most x{ref_wall / best:.1f} against this run's reference, with no filters and no overhead")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points-per-side", type=int, default=32)
@@ -156,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  fast      {label:<18} {value / n:7.2f}" + ("" if label == "encoder" else
                                                           f"  (thread-s, {workers} workers)"))
     print("fast counts per window: " + ", ".join(f"{k} {v / n:.0f}" for k, v in fast_stats.items()))
+    if args.device == "cpu" and hasattr(fast, "decoder"):
+        floor = decoder_floor(fast, windows[0][1])
+        print_floor(floor, fast_stats, fast_stages, workers, totals["ref"][0] / n, n)
     print("\nrerun: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]))
     return 0
 

@@ -36,12 +36,14 @@ from goodsam.train.checkpoint import (
     set_rng_state,
 )
 from goodsam.train.config import available_configs, load_config
-from goodsam.train.data import fit_erp_band, global_indices, rank_indices
+from goodsam.train.data import ensure_masks, fit_erp_band, global_indices, rank_indices
 from goodsam.train.trainer import Trainer, lr_factor
 
 SMALL = ["data.height=64", "data.width=256", "windows.width=128", "windows.stride=64",
-         "data.batch_size=1", "train.checkpoint_every=1", "train.progress=false"]
-TINY_SAM = AMGSettings(points_per_side=2, points_per_batch=4)
+         "data.batch_size=1", "train.checkpoint_every=1", "train.progress=false",
+         "sam.settings.points_per_side=2"]
+TINY_SAM = AMGSettings(**{**load_config("nano-s0.5").sam.settings, "points_per_side": 2,
+                          "points_per_batch": 4})  # the nano config's settings, with SMALL's point grid
 GOODSAM = [sys.executable, "-m", "goodsam.cli"]
 
 
@@ -100,7 +102,7 @@ def test_bundled_configs() -> None:
     nano = load_config("nano-s1.0")
     assert (nano.ta.architecture, nano.student.architecture, nano.sam.model) == \
         ("espnetv2-s2.0", "espnetv2-s1.0", "mobile_sam")
-    students = {"goodsam-t": "segformer-b0", "goodsam-s": "segformer-b1", "goodsam-m": "segformer-b2"}
+    students = {"goodsam-m": "segformer-b0", "goodsam-t": "segformer-b1", "goodsam-s": "segformer-b2"}
     for name, student in students.items():
         paper = load_config(name)
         assert paper.student.architecture == student and paper.ta.architecture == "segformer-b5"
@@ -309,6 +311,16 @@ def test_paper_config_one_step_random_segformer(name: str, nano_data: tuple[Path
     assert trainer.student_module.name == cfg.student.architecture
 
 
+def test_masks_made_with_other_sam_settings_are_refused(nano_data: tuple[Path, Path]) -> None:
+    data, masks = nano_data
+    batching_only = load_config("nano-s0.5", [*SMALL, "sam.settings.points_per_batch=64"])
+    assert ensure_masks(batching_only, data, masks) == 0  # batching does not change masks: accepted
+    with pytest.raises(ConfigError, match=r"points_per_side=2 \(config 3\)"):
+        ensure_masks(load_config("nano-s0.5", [*SMALL, "sam.settings.points_per_side=3"]), data, masks)
+    with pytest.raises(ConfigError, match="model=mobile_sam"):
+        ensure_masks(load_config("nano-s0.5", [*SMALL, "sam.model=sam_vit_b"]), data, masks)
+
+
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     result = subprocess.run([*GOODSAM, "train", "--config", "nano-s7", "--data", str(tmp_path), "--masks",
                              str(tmp_path / "m"), "--out", str(tmp_path / "o")],
@@ -336,7 +348,7 @@ def test_train_computes_missing_masks_first(assets_dir: Path, tmp_path: Path,
     result = run_train("nano-s0.5", data, tmp_path / "masks", tmp_path / "run", steps=1, overrides=SMALL,
                        device="cpu", progress=False, tensorboard=False)
     assert result.step == 1 and (tmp_path / "masks" / "pass_7100U_1.png.npz").is_file()
-    assert calls and calls[0][0] == "mobile_sam" and calls[0][2].points_per_side == 10
+    assert calls and calls[0][0] == "mobile_sam" and calls[0][2].points_per_side == 2
     assert (tmp_path / "run" / "student" / "model.safetensors").is_file()
 
 

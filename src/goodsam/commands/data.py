@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from tqdm import tqdm
 
 from goodsam.classes import LABELID_TO_TRAINID_LUT
 from goodsam.errors import ConfigError, ImageError
+from goodsam.evaluation.datasets import Sample
 from goodsam.imageio import IMAGE_SUFFIXES, load_label, load_rgb, save_png
 from goodsam.panorama.projection import (
     CITYSCAPES_INTRINSICS,
@@ -27,22 +27,12 @@ MANIFEST_FORMAT = "goodsam-pinhole-to-erp/1"
 data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One labelled pinhole frame; ``label_ids`` marks Cityscapes labelIds that need mapping to trainIds."""
-
-    stem: str
-    image: Path
-    label: Path
-    label_ids: bool = False
-
-
 def _missing_labels_error(missing: list[tuple[str, Path]]) -> ImageError:
     stem, expected = missing[0]
     return ImageError(f"{len(missing)} image(s) have no label, e.g. {stem} (expected {expected})")
 
 
-def find_plain_frames(src: Path) -> list[Frame]:
+def find_plain_frames(src: Path) -> list[Sample]:
     """``src/images/<stem>.<ext>`` with ``src/labels/<stem>_trainIds.png``."""
     image_dir, label_dir = src / "images", src / "labels"
     if not image_dir.is_dir():
@@ -56,15 +46,15 @@ def find_plain_frames(src: Path) -> list[Frame]:
     for path in images:
         label = label_dir / f"{path.stem}_trainIds.png"
         if label.is_file():
-            frames.append(Frame(path.stem, path, label))
+            frames.append(Sample(path.stem, path, label))
         else:
             missing.append((path.stem, label))
     if missing:
         raise _missing_labels_error(missing)
-    return sorted(frames, key=lambda f: f.stem)
+    return sorted(frames, key=lambda f: f.name)
 
 
-def find_cityscapes_frames(src: Path, split: str) -> list[Frame]:
+def find_cityscapes_frames(src: Path, split: str) -> list[Sample]:
     """``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` with ``gtFine/...labelTrainIds.png``
     (or ``labelIds.png``, mapped to trainIds)."""
     image_root = src / "leftImg8bit" / split
@@ -80,19 +70,19 @@ def find_cityscapes_frames(src: Path, split: str) -> list[Frame]:
         train_ids = label_dir / f"{stem}_gtFine_labelTrainIds.png"
         label_ids = label_dir / f"{stem}_gtFine_labelIds.png"
         if train_ids.is_file():
-            frames.append(Frame(stem, path, train_ids))
+            frames.append(Sample(stem, path, train_ids))
         elif label_ids.is_file():
-            frames.append(Frame(stem, path, label_ids, label_ids=True))
+            frames.append(Sample(stem, path, label_ids, label_ids=True))
         else:
             missing.append((stem, train_ids))
     if not frames and not missing:
         raise ImageError(f"no *{suffix}.png images found under {image_root}/<city>/")
     if missing:
         raise _missing_labels_error(missing)
-    return sorted(frames, key=lambda f: f.stem)
+    return sorted(frames, key=lambda f: f.name)
 
 
-def find_frames(src: Path, layout: str, split: str | None) -> tuple[str, list[Frame]]:
+def find_frames(src: Path, layout: str, split: str | None) -> tuple[str, list[Sample]]:
     """Resolve ``layout`` (auto: cityscapes if ``leftImg8bit/`` exists) and list the frames by stem."""
     if not src.is_dir():
         raise ImageError(f"no such folder: {src}")
@@ -246,7 +236,7 @@ def convert(
             "image": f"images/{name}.png",
             "label": f"labels/{name}_trainIds.png",
             "frames": [
-                {"stem": f.stem, "image": _rel(f.image, src), "label": _rel(f.label, src)} for f in chunk
+                {"stem": f.name, "image": _rel(f.image, src), "label": _rel(f.label, src)} for f in chunk
             ],
             "yaws_deg": [round(float(y), 4) for y in chunk_yaws],
             "pitches_deg": [round(float(p), 4) for p in chunk_pitches],

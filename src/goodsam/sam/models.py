@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -71,7 +72,10 @@ def load_sam(model: str = "mobile_sam", weights: str | os.PathLike | None = None
     cache_key = (model, str(path.resolve()), stat.st_size, stat.st_mtime, str(dev))
     if cache_key in _LOADED:
         return _LOADED[cache_key]
-    package = importlib.import_module(package_name)
+    with warnings.catch_warnings():  # mobile_sam's old timm imports and TinyViT names: noise, not a problem
+        warnings.filterwarnings("ignore", message="Overwriting tiny_vit", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Importing from timm", category=FutureWarning)
+        package = importlib.import_module(package_name)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file

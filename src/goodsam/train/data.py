@@ -24,7 +24,10 @@ from goodsam.errors import ConfigError
 from goodsam.imageio import list_images, load_rgb
 from goodsam.panorama.windows import WindowLayout
 from goodsam.sam.base import MaskSet
-from goodsam.sam.cache import cache_path, load_panorama_masks
+from goodsam.sam.cache import cache_path, load_panorama_masks, mismatches, read_meta
+
+# SAM settings that do not change the masks (batching only): ignored when checking a cache.
+MASK_NEUTRAL_SETTINGS = ("points_per_batch",)
 
 
 def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -124,6 +127,19 @@ class PanoramaDataset:
         return sample
 
 
+def check_mask_settings(paths: list[Path], model: str, settings) -> None:
+    """Refuse cached masks made with another SAM model or mask-changing settings than the config's
+    (training on them would silently ignore ``sam.*``); the first mismatching file is named."""
+    wanted = {"model": model, "settings": {k: v for k, v in settings.as_dict().items()
+                                           if k not in MASK_NEUTRAL_SETTINGS}}
+    for path in paths:
+        diffs = mismatches(read_meta(path).get("sam", {}), wanted)
+        if diffs:
+            raise ConfigError(f"cached masks {path} were made with other SAM settings than the config's: "
+                              f"{'; '.join(d.replace('requested', 'config') for d in diffs[:3])}; "
+                              "recompute them (`goodsam masks --overwrite`) or set sam.* to match")
+
+
 def ensure_masks(config, data_dir: str | Path, masks_dir: str | Path, device: str = "cpu", rank: int = 0,
                  world_size: int = 1, progress: bool = True) -> int:
     """Fill the mask cache for images that have none (the ``goodsam masks`` stage, SAM from ``config.sam``).
@@ -135,13 +151,16 @@ def ensure_masks(config, data_dir: str | Path, masks_dir: str | Path, device: st
     from goodsam.commands.masks import run_masks
     from goodsam.sam.base import AMGSettings
 
-    missing = [p for p in list_images(data_dir) if not cache_path(masks_dir, p).is_file()]
-    if not missing:
-        return 0
     try:
         settings = AMGSettings(**config.sam.settings)
     except TypeError as exc:
         raise ConfigError(f"sam.settings: {exc}") from None
+    images = list_images(data_dir)
+    present = [cache_path(masks_dir, p) for p in images if cache_path(masks_dir, p).is_file()]
+    check_mask_settings(present, config.sam.model, settings)
+    missing = [p for p in images if not cache_path(masks_dir, p).is_file()]
+    if not missing:
+        return 0
     summary = run_masks(data_dir, masks_dir, model=config.sam.model, weights=config.sam.weights,
                         impl=config.sam.impl, settings=settings, window=config.windows.width,
                         stride=config.windows.stride, wrap=config.windows.wrap, height=config.data.height,
