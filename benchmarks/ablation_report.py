@@ -307,8 +307,17 @@ def diagnosis(results: Results) -> list[str]:
     out.append(f"* **Small sample.** {s.eval_frames} evaluation frames: rare classes (train, motorcycle, "
                f"…) swing a class IoU by tens of points, so we read differences below ~{NOISE:g}–1 mIoU as "
                "no effect. Training is tiny too "
-               f"({s.steps} steps of one panorama each, vs the paper's long GPU schedules).")
+               f"({s.steps} steps of {train_batch(s)} panoramas each, vs the paper's long GPU schedules).")
     return [*out, ""]
+
+
+def train_batch(settings: Settings) -> int:
+    """Panoramas per training step (the config's global batch after this run's overrides)."""
+    from ablations import train_overrides
+
+    from goodsam.train.config import load_config
+
+    return load_config(settings.config, train_overrides(settings)).data.batch_size
 
 
 def sliding_line(sliding: float | None, whole: float | None) -> str:

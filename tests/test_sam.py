@@ -97,6 +97,10 @@ def test_fast_matches_reference_on_a_real_window(window: np.ndarray, encoder_cac
     match = iou.argmax(1)
     np.testing.assert_allclose(fast.predicted_iou[match], ref.predicted_iou, atol=1e-4)
     np.testing.assert_allclose(fast.stability_score[match], ref.stability_score, atol=1e-3)
+    screened = _generator(settings, "fast", encoder_cache)
+    screened.screen = screened.check_screen = True  # the optional low-res screen changes nothing
+    again = screened.generate(window)
+    assert np.array_equal(again.masks, fast.masks) and screened.stats.get("screen_misses", 0) == 0
 
 
 @pytest.mark.slow
