@@ -20,11 +20,17 @@ from goodsam.panorama.projection import CITYSCAPES_INTRINSICS
 # The paper's numbers quoted here (GoodSAM, CVPR 2024). Tables we could not consult are referenced.
 PAPER_TA_WHOLE = "27.62"
 PAPER_TA_SLIDING = "53.86"
-PAPER_FUSION = "see paper Tab. 5"
-PAPER_STUDENT = "see paper Tab. 3"
+PAPER_FUSION = "Tab. 5 ¹"
+PAPER_STUDENT = "Tab. 3 ¹"
+PAPER_NOTE = ("¹ The paper's values for these rows (its Tab. 5 and Tab. 3: SAM ViT-H, SegFormer-B5 TA, "
+              "SegFormer students, DensePASS) are not repeated here: this offline machine has no copy of the "
+              "paper, and we quote no number we cannot check. What is comparable is the direction: the paper "
+              "reports that CTCF gives better pseudo-labels than SSA and SEPL, and that each of eq. 4, 5 and "
+              "7 adds mIoU to the student.")
 NOISE = 0.5  # mIoU points: differences below this are read as "no effect" on 10 evaluation frames
 VARIANTS = (("eq4", "eq. 4 (L_ERP)"), ("eq45", "eq. 4 + 5 (+ ensemble)"),
-            ("full", "eq. 4 + 5 + 7 (+ boundary)"))
+            ("full", "eq. 4 + 5 + 7 (+ boundary)"),
+            ("full_void", "eq. 4 + 5 + 7, black fill ignored (`data.void_rgb=[0,0,0]`, beyond the paper)"))
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -107,8 +113,9 @@ def header(results: Results) -> list[str]:
         f"{datetime.now():%Y-%m-%d %H:%M} ({platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{s.threads} torch threads per process; the CPU load during each stage is in the last table). "
         "Total wall time of the finished "
-        f"stages: {minutes(total)}. All scores are in %; mIoU is over the classes present in the ground "
-        "truth or the prediction; unlabelled pixels (label 255 — most of every proxy panorama) are ignored.",
+        f"stages: {minutes(total)}. All scores are in %; mIoU is over the classes with labelled pixels "
+        "(a class predicted but never labelled is left out, as `goodsam eval` does); unlabelled pixels "
+        "(label 255 — most of every proxy panorama) are ignored.",
         *quick,
         "",
         "## Setup",
@@ -125,9 +132,14 @@ def header(results: Results) -> list[str]:
         "labelled). No frame is in both sets; the training panoramas' labels are never read.",
         f"* **Windows**: {s.window} columns every {s.stride} (the paper's DensePASS layout), for SAM, the TA "
         "and the sliding-window scores.",
-        f"* **Training**: {s.steps} optimiser steps per run, one panorama per step (seed {s.seed}), the "
-        f"config's learning rates; TA terms (eq. 6, 1, 2) on in every run, so the three runs differ only in "
-        "the student's terms.",
+        f"* **Training**: {s.steps} optimiser steps per run, {train_batch(s)} panoramas per step (seed "
+        f"{s.seed}), the config's learning rates; TA terms (eq. 6, 1, 2) on in every run, so the three runs "
+        "differ only in the student's terms. Each run is a "
+        + (f"{s.workers}-process gloo DDP job (`torchrun --standalone --nproc_per_node={s.workers} -m "
+           "goodsam.cli train …`, one thread per process), which gives the same result (up to float "
+           "rounding) as the single `goodsam train` process of the commands below (tests/test_train.py "
+           "checks it), faster."
+           if s.workers > 1 else f"single `goodsam train` process with {s.threads} threads."),
         "",
     ]
 
@@ -168,7 +180,7 @@ def fusion_section(results: Results, commands: Commands) -> list[str]:
                      f"{fmt(b.get('miou'))} | {PAPER_FUSION} |")
     walls = [results.stage.get(f"fusion_{x}", {}).get("wall_s") for x in ("pretrained", "trained")]
     lines += ["", f"Wall time: {minutes(walls[0])} (pretrained TA), {minutes(walls[1])} (trained TA); "
-              f"command {command} (in-process; masks from the `masks` stage)."]
+              f"command {command} (in-process; masks from the `masks` stage).", "", PAPER_NOTE]
     return [*lines, ""]
 
 
@@ -199,12 +211,13 @@ def student_section(results: Results, commands: Commands) -> list[str]:
     ta_before = results.miou("ta_sliding")
     for name, title in (("ta_sliding", "TA before training, sliding"), ("ta_trained_sliding",
                         "TA after training (full run), sliding"), ("ta_trained_whole",
-                        "TA after training (full run), whole")):
+                        "TA after training (full run), whole"), ("ta_trained_void_sliding",
+                        "TA after training (fill-ignored run), sliding")):
         job = results.job(name)
         lines.append(f"| {title} | — | {fmt(job.get('miou'))} | {delta(job.get('miou'), ta_before)} (vs TA "
                      f"before) | {fmt(job.get('pixel_accuracy'))} | — | — | {minutes(job.get('wall_s'))} | "
                      f"{commands.cite(job.get('command'))} |")
-    return [*lines, "", *loss_lines(results), "", *per_class_details(results), ""]
+    return [*lines, "", PAPER_NOTE, "", *loss_lines(results), "", *per_class_details(results), ""]
 
 
 def loss_lines(results: Results) -> list[str]:
@@ -216,13 +229,15 @@ def loss_lines(results: Results) -> list[str]:
             lines.append(f"* {terms}: student loss {first.get('student', float('nan')):.3f} (step 1) -> "
                          f"{last.get('student', float('nan')):.3f} (step {last.get('step')}), TA loss "
                          f"{first.get('ta', float('nan')):.3f} -> {last.get('ta', float('nan')):.3f}.")
-    return ["Training losses (total of the enabled terms, one panorama per step, so noisy):", "", *lines] \
-        if lines else []
+    return [f"Training losses (total of the enabled terms; {train_batch(results.settings)} panoramas per "
+            "step, so noisy):", "", *lines] if lines else []
 
 
 def per_class_details(results: Results) -> list[str]:
     names = [("ta_sliding", "TA sliding"), ("student_before", "student before"),
-             ("student_full", "student eq. 4+5+7"), ("ta_trained_sliding", "TA trained sliding")]
+             ("student_full", "student eq. 4+5+7"), ("student_full_void", "student, fill ignored"),
+             ("ta_trained_sliding", "TA trained sliding"),
+             ("ta_trained_void_sliding", "TA trained, fill ignored")]
     jobs = [(title, results.job(name).get("per_class", {})) for name, title in names]
     if not any(per for _, per in jobs):
         return []
@@ -238,7 +253,9 @@ def category_section(results: Results, commands: Commands) -> list[str]:
     rows = [("TA before, sliding", "cat_ta_sliding"), ("TA before, whole", "cat_ta_whole"),
             ("TA after training, sliding", "cat_ta_trained_sliding"),
             ("student before training", "cat_student_before"),
-            ("student after training (eq. 4+5+7)", "cat_student_after")]
+            ("student after training (eq. 4+5+7)", "cat_student_after"),
+            ("TA after training, fill ignored, sliding", "cat_ta_trained_void_sliding"),
+            ("student after training, fill ignored", "cat_student_after_void")]
     s = results.settings
     lines = ["## 4. Category mIoU on a real labelled panorama", "",
              f"`labelled_panorama/cvrg_pano_0000.png` (1664x832 full ERP, CVRG-Pano) cut to the "
@@ -368,10 +385,37 @@ def student_lines(results: Results) -> list[str]:
                     f"({gain:+.1f})")
     ta_gap = delta(m("student_full"), m("ta_sliding"))
     ta_adapt = delta(m("ta_trained_sliding"), m("ta_sliding"))
-    return [f"* **Student terms**: {'; '.join(said)}. Full student {fmt(m('student_full'))} vs TA "
-            f"{fmt(m('ta_sliding'))} ({ta_gap}): the student learns from the TA's pseudo-labels, so it "
-            f"approaches rather than exceeds it in a short run. The TA's own adaptation: {ta_adapt} "
-            "(sliding)."]
+    lines = [f"* **Student terms**: {'; '.join(said)}. Full student {fmt(m('student_full'))} vs TA "
+             f"{fmt(m('ta_sliding'))} ({ta_gap}): the student learns from the TA's pseudo-labels, so it "
+             f"approaches rather than exceeds it in a short run. The TA's own adaptation: {ta_adapt} "
+             "(sliding)."]
+    ctcf = results.fusion("pretrained").get("CTCF", {})
+    ta_after, ta_before = m("ta_trained_sliding"), m("ta_sliding")
+    if ta_after is not None and ta_before is not None and ta_after < ta_before - NOISE:
+        lines.append(
+            "* **Why training hurts here.** The TA's main target (eq. 6) and the student's (eq. 5) are the "
+            "CTCF labels, and on this proxy they are no better than the TA itself "
+            f"({fmt(ctcf.get('miou_own'))} vs {fmt(ctcf.get('ta_miou_own'))} mIoU on the pixels CTCF "
+            "decides, section 2): GoodSAM's premise — SAM's masks make the TA's labels better — does not "
+            "hold on these panoramas. Training then pulls both models toward one label per SAM mask; the "
+            "likely mechanism is the large masks SAM draws over the black fill around the frames, which "
+            "reach into them, and the classes that lose most are the thin or small ones such masks swallow "
+            "(the per-class table: sidewalk, pole, vegetation). On the real labelled panorama, which has no "
+            "fill, the student still gains (section 4). The next experiments this points to: mask the fill "
+            "out of SAM's windows and of the losses, and a proxy with full-band labels.")
+    void = m("student_full_void")
+    if void is not None and m("student_full") is not None:
+        ta_void = m("ta_trained_void_sliding")
+        verdict = ("confirms" if void > m("student_full") + NOISE else "does not confirm")
+        lines.append(
+            "* **Test of that diagnosis** (beyond the paper): the same full run with the fill ignored by "
+            f"every loss (`data.void_rgb=[0,0,0]`) gives student {fmt(void)} "
+            f"({delta(void, m('student_full'))} vs the full run, {delta(void, before)} vs before) and TA "
+            f"{fmt(ta_void)} "
+            f"({delta(ta_void, m('ta_trained_sliding'))} vs the full run's TA, "
+            f"{delta(ta_void, m('ta_sliding'))} vs before): this {verdict} that the fill's masks are what "
+            "hurts.")
+    return lines
 
 
 def category_lines(results: Results) -> list[str]:

@@ -47,6 +47,9 @@ STUDENT_VARIANTS = {
     "eq4": ["loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"],
     "eq45": ["loss.eq7_student_boundary=0"],
     "full": [],
+    # beyond the paper: the same full run with the black fill around the projected frames ignored by
+    # every loss (``data.void_rgb``), to test the diagnosis that the fill's SAM masks hurt
+    "full_void": ["data.void_rgb=[0,0,0]"],
 }
 # Settings whose change invalidates finished stages (the rest — threads, docs — may change on resume).
 SEMANTIC = ("student", "ta", "steps", "points_per_side", "train_frames", "eval_frames", "frames_per_pano",
@@ -193,7 +196,10 @@ def trained_jobs(settings: Settings) -> list:
     return [*jobs, EvalJob("ta_trained_sliding", ta, "proxy", window=True),
             EvalJob("ta_trained_whole", ta, "proxy"),
             EvalJob("cat_student_after", str(runs / "full" / "student"), "labelled"),
-            EvalJob("cat_ta_trained_sliding", ta, "labelled", window=True)]
+            EvalJob("cat_ta_trained_sliding", ta, "labelled", window=True),
+            EvalJob("ta_trained_void_sliding", str(runs / "full_void" / "ta"), "proxy", window=True),
+            EvalJob("cat_student_after_void", str(runs / "full_void" / "student"), "labelled"),
+            EvalJob("cat_ta_trained_void_sliding", str(runs / "full_void" / "ta"), "labelled", window=True)]
 
 
 def run_jobs(jobs: list, settings: Settings, log: Path) -> dict:
@@ -296,7 +302,9 @@ def build_stages(settings: Settings) -> list[Stage]:
         ("train_eq4", f"goodsam train, student eq. 4 only ({steps} steps)", train_stage("eq4")),
         ("train_eq45", f"goodsam train, student eq. 4 + 5 ({steps} steps)", train_stage("eq45")),
         ("train_full", f"goodsam train, student eq. 4 + 5 + 7 ({steps} steps)", train_stage("full")),
-        ("eval_trained", "the three students + the trained TA (goodsam eval)", stage_eval_trained),
+        ("train_full_void", f"goodsam train, eq. 4 + 5 + 7 with the black fill ignored ({steps} steps)",
+         train_stage("full_void")),
+        ("eval_trained", "the four students + the trained TAs (goodsam eval)", stage_eval_trained),
         ("fusion_trained", "TA alone vs SSA / SEPL / CTCF with the trained TA",
          fusion_stage(lambda s: str(runs / "full" / "ta"), "trained")),
         ("overlays", "small PNG overlays before/after training", stage_overlays),

@@ -21,7 +21,7 @@ from goodsam.mka import (
     ta_ensemble_loss,
     ta_total_loss,
 )
-from goodsam.panorama.windows import crop_windows, sliding_windows
+from goodsam.panorama.windows import crop_overlaps, crop_windows, sliding_windows
 from goodsam.sam.base import MaskSet
 from goodsam.train import augment
 
@@ -157,6 +157,27 @@ def test_panorama_terms_equal_the_equations_on_crops() -> None:
     torch.testing.assert_close(terms["eq6_ta_ensemble"], eq6)
     eq5_grad = torch.autograd.grad(terms["eq5_student_ensemble"], student)[0]
     torch.testing.assert_close(eq5_grad, torch.autograd.grad(expected, student)[0])
+
+
+def test_void_pixels_are_no_target_of_any_student_term() -> None:
+    """``data.void_rgb``: pixels outside the scene get no E_i label, no B_ref edge and no eq. 4 target."""
+    layout, ta, student, masks, sam = _toy_panorama()
+    void = torch.zeros(8, 32, dtype=torch.bool)
+    void[:, 20:] = True  # the right part of the panorama is fill
+    plain = panorama_targets(ta, layout, masks, sam)
+    targets = panorama_targets(ta, layout, masks, sam, void=void)
+    window_void = crop_windows(void, layout)
+    assert (targets.labels[window_void] == 255).all() and (targets.weights[window_void] == 0).all()
+    assert torch.equal(targets.labels[~window_void], plain.labels[~window_void])
+    for b_ref, v in zip(targets.refined, crop_overlaps(void, layout), strict=True):
+        assert not b_ref[v].any()
+    terms = panorama_losses(student, ta, layout, targets, LossWeights())
+    for name in ("eq4_erp", "eq5_student_ensemble"):
+        grad = torch.autograd.grad(terms[name], student, retain_graph=True)[0]
+        assert grad[:, void].abs().sum() == 0 and grad[:, ~void].abs().sum() > 0, name
+    labels = plain.ta_tiled.argmax(0).masked_fill(void, 255)
+    expected = -student.log_softmax(0).gather(0, labels.clamp(max=4)[None])[0][~void].mean()
+    torch.testing.assert_close(terms["eq4_erp"], expected)
 
 
 def test_switched_off_terms_are_not_computed() -> None:

@@ -311,6 +311,21 @@ def test_paper_config_one_step_random_segformer(name: str, nano_data: tuple[Path
     assert trainer.student_module.name == cfg.student.architecture
 
 
+def test_void_colour_config_and_one_step(nano_data: tuple[Path, Path], tmp_path: Path) -> None:
+    """``data.void_rgb`` validates as an RGB triple and a run with it trains and records it."""
+    with pytest.raises(ConfigError, match="RGB triple"):
+        load_config("nano-s0.5", ["data.void_rgb=[0, 0]"])
+    data, masks = nano_data
+    cfg = load_config("nano-s0.5", [*SMALL, "data.void_rgb=[0, 0, 0]"])
+    assert cfg.data.void_rgb == (0, 0, 0) and cfg.hash() != load_config("nano-s0.5", SMALL).hash()
+    trainer = Trainer(cfg, data, masks, tmp_path, device="cpu", progress=False, tensorboard=False)
+    scalars = trainer.train_step(0)
+    trainer.save(final=True)
+    trainer.close()
+    assert np.isfinite(scalars["total"])
+    assert "void_rgb" in (tmp_path / "config.yaml").read_text()
+
+
 def test_masks_made_with_other_sam_settings_are_refused(nano_data: tuple[Path, Path]) -> None:
     data, masks = nano_data
     batching_only = load_config("nano-s0.5", [*SMALL, "sam.settings.points_per_batch=64"])

@@ -25,7 +25,7 @@ import torch
 
 from goodsam.dar import boundary_enhanced_loss, fuse, refine_from_logits, soft_boundary_map
 from goodsam.dar import window_consistency_loss as _window_consistency_loss
-from goodsam.panorama.windows import WindowLayout, assemble_tiles, crop_overlaps, overlap_pairs
+from goodsam.panorama.windows import WindowLayout, assemble_tiles, crop_overlaps, crop_windows, overlap_pairs
 
 IGNORE_INDEX = 255
 
@@ -139,8 +139,12 @@ def erp_distillation_loss(student_logits: torch.Tensor, ta_tiled_logits: torch.T
     return _erp_from_log_probs(student_logits.float().log_softmax(dim=-3), ta_tiled_logits)
 
 
-def _erp_from_log_probs(student_log_probs: torch.Tensor, ta_tiled_logits: torch.Tensor) -> torch.Tensor:
-    picked, valid = _pick(student_log_probs, ta_tiled_logits.detach().argmax(dim=-3))
+def _erp_from_log_probs(student_log_probs: torch.Tensor, ta_tiled_logits: torch.Tensor,
+                        void: torch.Tensor | None = None) -> torch.Tensor:
+    labels = ta_tiled_logits.detach().argmax(dim=-3)
+    if void is not None:  # pixels outside the scene are no target
+        labels = torch.where(void.to(labels.device), torch.full_like(labels, IGNORE_INDEX), labels)
+    picked, valid = _pick(student_log_probs, labels)
     return _nll(picked, valid)
 
 
@@ -204,22 +208,27 @@ class PanoramaTargets:
     """What the current TA and the cached SAM masks give one panorama (all without gradient).
 
     ``labels``/``weights``: ``E_i``, ``M_i`` stacked ``(N, H, w)``; ``refined``: ``B_ref`` per overlap;
-    ``ta_tiled``: the TA's non-overlapping windows assembled into ``(C, H, W)`` logits (eq. 4).
+    ``ta_tiled``: the TA's non-overlapping windows assembled into ``(C, H, W)`` logits (eq. 4);
+    ``void``: ``(H, W)`` bool of pixels outside the scene (no loss uses them), or None.
     """
 
     labels: torch.Tensor
     weights: torch.Tensor
     refined: list[torch.Tensor]
     ta_tiled: torch.Tensor
+    void: torch.Tensor | None = None
 
 
 def panorama_targets(ta_window_logits: torch.Tensor, layout: WindowLayout, window_masks: Sequence,
                      overlap_sam_boundaries: Sequence[torch.Tensor], fusion: str = "ctcf",
-                     fusion_options: dict | None = None, alpha: float = 0.3) -> PanoramaTargets:
+                     fusion_options: dict | None = None, alpha: float = 0.3,
+                     void: torch.Tensor | None = None) -> PanoramaTargets:
     """Fusion (eq. 3) per window with the current TA, ``B_ref`` per overlap and the tiled TA logits.
 
     ``window_masks``: one SAM mask set (``MaskSet`` or ``(n, H, w)`` bool) per window;
-    ``overlap_sam_boundaries``: ``B_SAM`` ``(H, w_k)`` bool per overlap.
+    ``overlap_sam_boundaries``: ``B_SAM`` ``(H, w_k)`` bool per overlap; ``void``: ``(H, W)`` bool of
+    pixels outside the scene: unlabelled in ``E_i`` (255, weight 0), never a ``B_ref`` boundary, and no
+    eq. 4 target (see :func:`panorama_losses`).
     """
     if len(window_masks) != layout.num_windows:
         raise ValueError(f"{len(window_masks)} window mask sets for {layout.num_windows} windows")
@@ -233,7 +242,13 @@ def panorama_targets(ta_window_logits: torch.Tensor, layout: WindowLayout, windo
         refined = [refine_from_logits(a, b, sam, alpha)
                    for (a, b), sam in zip(pairs, overlap_sam_boundaries, strict=True)]
         tiled = assemble_tiles(logits, layout)
-    return PanoramaTargets(labels, weights, refined, tiled)
+        if void is not None:
+            void = void.to(device=logits.device, dtype=torch.bool)
+            window_void = crop_windows(void, layout)
+            labels = torch.where(window_void, torch.full_like(labels, IGNORE_INDEX), labels)
+            weights = torch.where(window_void, torch.zeros_like(weights), weights)
+            refined = [b & ~v.to(b.device) for b, v in zip(refined, crop_overlaps(void, layout), strict=True)]
+    return PanoramaTargets(labels, weights, refined, tiled, void)
 
 
 def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor, layout: WindowLayout,
@@ -249,7 +264,7 @@ def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor
     if on["eq4_erp"] or on["eq5_student_ensemble"]:
         log_probs = student_logits.log_softmax(dim=0)
     if on["eq4_erp"]:
-        terms["eq4_erp"] = _erp_from_log_probs(log_probs, targets.ta_tiled)
+        terms["eq4_erp"] = _erp_from_log_probs(log_probs, targets.ta_tiled, targets.void)
     if on["eq5_student_ensemble"]:  # eq. 5 on the windows of the student's panorama (gathered, not copied)
         picked, valid = _window_pick(log_probs, layout, targets.labels)
         terms["eq5_student_ensemble"] = _ensemble_from_picked(picked, valid, targets.weights,

@@ -37,6 +37,9 @@ class DataConfig:
     batch_size: int = 1
     roll: bool = True
     flip: bool = True
+    # Pixels of exactly this RGB colour are not part of the scene (e.g. the black fill around frames
+    # projected by `goodsam data pinhole-to-erp`): no loss term uses them. null: every pixel counts.
+    void_rgb: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -257,6 +260,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return float(value)
     if hint is str or text.startswith("str"):
         return str(value)
+    if text.startswith("tuple[int, int, int]"):
+        if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
+            raise ConfigError(f"config key '{where}' must be an RGB triple like [0, 0, 0], got {value!r}")
+        return tuple(value)
     if text.startswith("tuple"):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ConfigError(f"config key '{where}' must be a pair of numbers, got {value!r}")

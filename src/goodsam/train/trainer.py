@@ -216,8 +216,12 @@ class Trainer:
         windows = crop_windows(image, self.layout).float()  # (N, 3, H, w)
         with self._autocast():
             ta_logits = self.ta(self.ta_module.preprocess(windows)).logits.float()
+        void = None
+        if cfg.data.void_rgb is not None:
+            colour = torch.tensor(cfg.data.void_rgb, device=image.device, dtype=image.dtype)
+            void = (image == colour[:, None, None]).all(0)
         targets = panorama_targets(ta_logits, self.layout, sample.window_masks, sample.overlap_boundaries,
-                                   cfg.fusion.method, cfg.fusion.options, cfg.fusion.alpha)
+                                   cfg.fusion.method, cfg.fusion.options, cfg.fusion.alpha, void=void)
         aug = augment.Augmentation(self.layout.width)
         if step is not None:
             aug = augment.sample_augmentation(self.layout.width, cfg.train.seed, step, sample.index,
