@@ -228,3 +228,43 @@ def test_real_sam_kill_resume_and_shards(two_panoramas: Path, tmp_path: Path,
     assert result.returncode == 0, result.stderr
     assert "1 image(s) done, 0 skipped" in result.stdout
     _assert_same_caches(run, shards)
+
+
+def test_masks_cli_takes_sam_settings_from_a_training_config(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``goodsam masks --config``: the config's sam.*, windows and size, unless given explicitly."""
+    from typer.testing import CliRunner
+
+    from goodsam.cli import app
+    from goodsam.train.config import load_config
+    from goodsam.train.data import check_mask_settings
+
+    calls: dict = {}
+
+    class Done:
+        def line(self) -> str:
+            return "done"
+
+    def fake_run_masks(folder, out, **kwargs):
+        calls.update(kwargs)
+        return Done()
+
+    monkeypatch.setattr(masks_cmd, "run_masks", fake_run_masks)
+    args = ["masks", str(tmp_path), "--out", str(tmp_path / "m"), "--config", "nano-s0.5", "--stride", "128"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = load_config("nano-s0.5")
+    assert calls["settings"] == AMGSettings(**cfg.sam.settings)  # e.g. 10x10 points, IoU 0.86
+    assert (calls["model"], calls["impl"], calls["window"], calls["height"], calls["width"]) == \
+        ("mobile_sam", "fast", 512, 400, 2048)
+    assert calls["stride"] == 128  # given on the command line: wins over the config's 256
+    bad = CliRunner().invoke(app, ["masks", str(tmp_path), "--out", str(tmp_path / "m"), "--config", "x9"])
+    assert bad.exit_code != 0
+    # masks made this way are what training accepts (no mismatch raised for the config's own settings)
+    from goodsam.sam.cache import PanoramaMasks, save_panorama_masks
+
+    made = tmp_path / "made.npz"
+    save_panorama_masks(made, PanoramaMasks(
+        sliding_windows(8, 32, 16, 8), [MaskSet.empty(8, 16)] * 3, [MaskSet.empty(8, 8)] * 2,
+        meta={"sam": {"model": calls["model"], "settings": calls["settings"].as_dict()}}))
+    check_mask_settings([made], cfg.sam.model, AMGSettings(**cfg.sam.settings))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -175,9 +175,29 @@ def run_masks(input_folder: str | os.PathLike, out: str | os.PathLike, *, model:
     return summary
 
 
+def options_from_config(name_or_path: str) -> dict:
+    """The ``goodsam masks`` options a training config implies (its ``sam.*``, windows and image size):
+    masks made with them are the ones ``goodsam train --config`` accepts."""
+    from goodsam.train.config import load_config
+
+    cfg = load_config(name_or_path)
+    try:
+        settings = AMGSettings(**cfg.sam.settings)
+    except TypeError as exc:
+        raise ConfigError(f"sam.settings of {name_or_path}: {exc}") from None
+    return {"model": cfg.sam.model, "weights": cfg.sam.weights, "impl": cfg.sam.impl, **settings.as_dict(),
+            "window": cfg.windows.width, "stride": cfg.windows.stride, "wrap": cfg.windows.wrap,
+            "height": cfg.data.height, "width": cfg.data.width}
+
+
 def masks(
+    ctx: typer.Context,
     input_folder: Path = typer.Argument(..., help="Folder of panoramas (or one image)."),
     out: Path = typer.Option(..., "--out", help="Cache folder (one .npz per image)."),
+    config: str | None = typer.Option(
+        None, "--config", help="Take the SAM model, settings, windows and image size from this training "
+        "config (bundled name or YAML), as `goodsam train --config` expects them; options given "
+        "explicitly still win."),
     model: str = typer.Option("mobile_sam", help="SAM model: mobile_sam, sam_vit_b, sam_vit_l, sam_vit_h."),
     weights: str | None = typer.Option(None, help="Explicit SAM checkpoint (default: by name)."),
     impl: str = typer.Option("fast", help="Mask generator implementation: fast or reference."),
@@ -200,11 +220,17 @@ def masks(
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute mismatching caches."),
 ) -> None:
     """SAM masks for every window and every overlap of every panorama (cached, resumable, shardable)."""
-    settings = AMGSettings(points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
-                           stability_score_offset, box_nms_thresh, crop_n_layers, min_mask_region_area)
-    summary = run_masks(input_folder, out, model=model, weights=weights, impl=impl, settings=settings,
-                        window=window, stride=stride, wrap=wrap, height=height, width=width, shard=shard,
-                        device=device, overwrite=overwrite)
+    opts = dict(ctx.params)
+    if config is not None:  # the config's values, except for options given on the command line
+        # compared by name: typer vendors its own copy of click's ParameterSource enum
+        sources = {name: ctx.get_parameter_source(name) for name in opts}
+        given = {name for name, src in sources.items() if getattr(src, "name", "") == "COMMANDLINE"}
+        opts.update({k: v for k, v in options_from_config(config).items() if k not in given})
+    settings = AMGSettings(**{f.name: opts[f.name] for f in fields(AMGSettings)})
+    summary = run_masks(input_folder, out, model=opts["model"], weights=opts["weights"], impl=opts["impl"],
+                        settings=settings, window=opts["window"], stride=opts["stride"], wrap=opts["wrap"],
+                        height=opts["height"], width=opts["width"], shard=shard, device=device,
+                        overwrite=overwrite)
     typer.echo(summary.line())
     typer.echo(f"cache: {out}")
 
