@@ -181,11 +181,8 @@ def options_from_config(name_or_path: str) -> dict:
     from goodsam.train.config import load_config
 
     cfg = load_config(name_or_path)
-    try:
-        settings = AMGSettings(**cfg.sam.settings)
-    except TypeError as exc:
-        raise ConfigError(f"sam.settings of {name_or_path}: {exc}") from None
-    return {"model": cfg.sam.model, "weights": cfg.sam.weights, "impl": cfg.sam.impl, **settings.as_dict(),
+    return {"model": cfg.sam.model, "weights": cfg.sam.weights, "impl": cfg.sam.impl,
+            **cfg.sam.amg_settings().as_dict(),
             "window": cfg.windows.width, "stride": cfg.windows.stride, "wrap": cfg.windows.wrap,
             "height": cfg.data.height, "width": cfg.data.width}
 

@@ -75,14 +75,15 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def mismatches(meta: dict, identity: dict) -> list[str]:
-    """Human-readable differences ``key: cached -> requested`` between a cache's meta and ``identity``."""
+def mismatches(meta: dict, identity: dict, wanted_by: str = "requested") -> list[str]:
+    """Human-readable differences ``key=cached (<wanted_by> wanted)`` between a cache's meta and
+    ``identity``."""
     cached = _flatten(meta)
     out = []
     for key, wanted in _flatten(identity).items():
         have = cached.get(key, "<missing>")
         if have != wanted:
-            out.append(f"{key}={have} (requested {wanted})")
+            out.append(f"{key}={have} ({wanted_by} {wanted})")
     return out
 
 

@@ -69,6 +69,15 @@ class SAMConfig:
     impl: str = "fast"
     settings: dict = field(default_factory=dict)
 
+    def amg_settings(self):
+        """``settings`` as :class:`goodsam.sam.base.AMGSettings` (unknown keys: :class:`ConfigError`)."""
+        from goodsam.sam.base import AMGSettings
+
+        try:
+            return AMGSettings(**self.settings)
+        except TypeError as exc:
+            raise ConfigError(f"sam.settings: {exc}") from None
+
 
 @dataclass
 class FusionConfig:

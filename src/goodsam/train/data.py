@@ -133,10 +133,10 @@ def check_mask_settings(paths: list[Path], model: str, settings) -> None:
     wanted = {"model": model, "settings": {k: v for k, v in settings.as_dict().items()
                                            if k not in MASK_NEUTRAL_SETTINGS}}
     for path in paths:
-        diffs = mismatches(read_meta(path).get("sam", {}), wanted)
+        diffs = mismatches(read_meta(path).get("sam", {}), wanted, wanted_by="config")
         if diffs:
             raise ConfigError(f"cached masks {path} were made with other SAM settings than the config's: "
-                              f"{'; '.join(d.replace('requested', 'config') for d in diffs[:3])}; "
+                              f"{'; '.join(diffs[:3])}; "
                               "recompute them (`goodsam masks --overwrite`) or set sam.* to match")
 
 
@@ -145,21 +145,17 @@ def ensure_masks(config, data_dir: str | Path, masks_dir: str | Path, device: st
     """Fill the mask cache for images that have none (the ``goodsam masks`` stage, SAM from ``config.sam``).
 
     Each process of a distributed job computes its shard ``rank/world_size``; the caller waits for all.
-    Returns how many images were computed here. When every image already has masks nothing is checked
-    against ``config.sam`` (SAM is not needed); their window layout is checked when they are loaded.
+    Returns how many images were computed here. Masks already cached must have been made with
+    ``config.sam``'s model and settings (:func:`check_mask_settings`, no SAM needed); their window layout
+    is checked when they are loaded.
     """
     from goodsam.commands.masks import run_masks
-    from goodsam.sam.base import AMGSettings
 
-    try:
-        settings = AMGSettings(**config.sam.settings)
-    except TypeError as exc:
-        raise ConfigError(f"sam.settings: {exc}") from None
-    images = list_images(data_dir)
-    present = [cache_path(masks_dir, p) for p in images if cache_path(masks_dir, p).is_file()]
-    check_mask_settings(present, config.sam.model, settings)
-    missing = [p for p in images if not cache_path(masks_dir, p).is_file()]
-    if not missing:
+    settings = config.sam.amg_settings()
+    caches = {image: cache_path(masks_dir, image) for image in list_images(data_dir)}
+    present = {image for image, path in caches.items() if path.is_file()}
+    check_mask_settings([caches[image] for image in sorted(present)], config.sam.model, settings)
+    if len(present) == len(caches):
         return 0
     summary = run_masks(data_dir, masks_dir, model=config.sam.model, weights=config.sam.weights,
                         impl=config.sam.impl, settings=settings, window=config.windows.width,
