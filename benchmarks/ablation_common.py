@@ -60,6 +60,16 @@ def quick_settings(work: Path, docs: Path) -> Settings:
                     real_panoramas=1)
 
 
+def train_overrides(settings: Settings) -> list[str]:
+    """``--set`` overrides shared by every training run (sizes, SAM points, seed, checkpoints)."""
+    overrides = [f"sam.settings.points_per_side={settings.points_per_side}",
+                 f"data.height={settings.height}", f"data.width={settings.width}",
+                 f"windows.width={settings.window}", f"windows.stride={settings.stride}",
+                 f"train.seed={settings.seed}", f"train.checkpoint_every={max(1, settings.steps // 4)}",
+                 f"student.architecture={settings.student}", f"ta.architecture={settings.ta}"]
+    return overrides + list(settings.extra_overrides)
+
+
 def read_json(path: Path) -> dict | None:
     """The JSON object in ``path``, or None when it is missing or unreadable (then redone)."""
     try:

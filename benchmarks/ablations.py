@@ -41,7 +41,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ablation_common import REPO, Settings, display, quick_settings, read_json, run_goodsam, write_json
+from ablation_common import (
+    REPO,
+    Settings,
+    display,
+    quick_settings,
+    read_json,
+    run_goodsam,
+    train_overrides,
+    write_json,
+)
 
 STUDENT_VARIANTS = {
     "eq4": ["loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"],
@@ -228,16 +237,6 @@ def fusion_stage(ta_ref: Callable[[Settings], str], label: str) -> Callable[[Set
         return run_fusion(ta_ref(settings), settings, settings.work / "fusion" / label)
 
     return run
-
-
-def train_overrides(settings: Settings) -> list[str]:
-    """``--set`` overrides shared by every training run (sizes, SAM points, seed, checkpoints)."""
-    overrides = [f"sam.settings.points_per_side={settings.points_per_side}",
-                 f"data.height={settings.height}", f"data.width={settings.width}",
-                 f"windows.width={settings.window}", f"windows.stride={settings.stride}",
-                 f"train.seed={settings.seed}", f"train.checkpoint_every={max(1, settings.steps // 4)}",
-                 f"student.architecture={settings.student}", f"ta.architecture={settings.ta}"]
-    return overrides + list(settings.extra_overrides)
 
 
 def train_args(variant: str, settings: Settings) -> list[str]:

@@ -123,23 +123,15 @@ def decoder_floor(fast, image: np.ndarray) -> dict[str, float]:
     """Per-prompt FLOPs and single-thread time of the fast decoder's two stages on ``image``, with the
     dense-matmul rate of their dominant shapes: how far the arithmetic itself is from the time spent."""
     from goodsam.sam import fast_decoder
-    from goodsam.sam.fast_amg import MaskUpsampler
 
     model, decoder, chunk = fast.sam.model, fast.decoder, fast.prompts_per_call
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fast.predictor.set_image(image)
-        points = fast.point_grids[0] * np.array(image.shape[:2])[None, ::-1]
-        coords = torch.as_tensor(fast.predictor.transform.apply_coords(points, image.shape[:2]),
-                                 dtype=torch.float)
-        labels = torch.ones(len(coords), 1, dtype=torch.int)
-        sparse, dense = model.prompt_encoder(points=(coords[:, None], labels), boxes=None, masks=None)
-        ctx = decoder.prepare(fast.predictor.features, model.prompt_encoder.get_dense_pe(), dense[:1])
-        valid = MaskUpsampler(model.image_encoder.img_size, fast.predictor.input_size, image.shape[:2],
-                              torch.device("cpu")).tokens
+        h, w = image.shape[:2]
+        job = fast.prepare_crop(image, [0, 0, w, h], 0, (h, w))
+        ctx, valid, batch = job.ctx, job.upsampler.tokens, job.sparse[:chunk]
         tokens = list(range(1, model.mask_decoder.num_mask_tokens))
-        batch = sparse[:chunk]
         state = decoder.transform(ctx, batch)
         onednn, fast_decoder._ONEDNN_OK = fast_decoder._ONEDNN_OK, False  # count F.linear, not oneDNN
         try:
@@ -153,11 +145,13 @@ def decoder_floor(fast, image: np.ndarray) -> dict[str, float]:
             fast_decoder._ONEDNN_OK = onednn
         transform_s = _seconds(lambda: decoder.transform(ctx, batch), 5) / chunk
         upscale_s = _seconds(lambda: decoder.masks(state, ctx.grid, None, tokens, valid), 5) / chunk
-        n, dim, rows = ctx.keys0.shape[0], ctx.keys0.shape[1], 8 * 7  # image tokens, channels, heads x tokens
+        n, dim = ctx.keys0.shape  # image tokens, channels
+        rows = decoder.num_heads * (1 + model.mask_decoder.num_mask_tokens + batch.shape[1])  # heads x tokens
         transformer_rate = _matmul_rate([(n, rows, dim), (rows, dim, n), (rows, n, dim)], chunk)
-        pixels, c1, c2 = valid[0] * valid[1], decoder._upscaling_weights()[0].shape[0], 4 * 32
-        upscale_rate = _matmul_rate([(pixels, dim, c1), (4 * pixels, c1 // 4, c2)], chunk)
-        fast.predictor.reset_image()
+        w1, _, w2, _ = decoder._upscaling_weights()  # (4 x C_out, C_in) of the two transposed convolutions
+        pixels = valid[0] * valid[1]
+        shapes = [(pixels, dim, w1.shape[0]), (4 * pixels, w2.shape[1], w2.shape[0])]
+        upscale_rate = _matmul_rate(shapes, chunk)
     finally:
         torch.set_num_threads(previous_threads)
     return {"transform_gflop": transform_flops / 1e9, "transform_ms": transform_s * 1e3,

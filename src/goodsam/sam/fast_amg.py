@@ -35,7 +35,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -323,14 +323,16 @@ class FastMaskGenerator(MaskGenerator):
         )
 
     # ------------------------------------------------------------------ one crop
-    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int,
-                      orig_size: tuple[int, int], counter: _Counter) -> dict[str, Tensor]:
+    def prepare_crop(self, image: np.ndarray, crop_box: list[int], layer: int, orig_size: tuple[int, int],
+                     counter: _Counter | None = None) -> _Crop:
+        """Encode one crop and prepare what all its point prompts share (decoder context, prompt
+        embeddings of the layer's point grid, mask upsampler)."""
         model = self.sam.model
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1]
         size = crop.shape[:2]
         device = self.sam.device
-        with counter.timed("encoder", device):
+        with counter.timed("encoder", device) if counter is not None else nullcontext():
             self.predictor.set_image(crop)
         points = self.point_grids[layer] * np.array(size)[None, ::-1]
         coords = torch.as_tensor(self.predictor.transform.apply_coords(points, size), device=device,
@@ -341,8 +343,13 @@ class FastMaskGenerator(MaskGenerator):
         ctx = self.decoder.prepare(self.predictor.features, model.prompt_encoder.get_dense_pe(), dense[:1])
         upsampler = MaskUpsampler(model.image_encoder.img_size, self.predictor.input_size, size, device)
         self.predictor.reset_image()
-        job = _Crop(ctx, sparse, upsampler, list(crop_box), orig_size, size)
-        starts = range(0, len(sparse), self.prompts_per_call)
+        return _Crop(ctx, sparse, upsampler, list(crop_box), orig_size, size)
+
+    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int,
+                      orig_size: tuple[int, int], counter: _Counter) -> dict[str, Tensor]:
+        job = self.prepare_crop(image, crop_box, layer, orig_size, counter)
+        device = self.sam.device
+        starts = range(0, len(job.sparse), self.prompts_per_call)
         workers = self.workers or (1 if device.type == "cuda" else torch.get_num_threads())
         if workers > 1 and len(starts) > 1:
             with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
@@ -351,7 +358,7 @@ class FastMaskGenerator(MaskGenerator):
             chunks = [self._process_prompts(job, start, counter) for start in starts]
         chunks = [c for c in chunks if c is not None]
         with counter.timed("filters", device):
-            data = _empty(device, size)
+            data = _empty(device, job.size)
             if chunks:
                 data = {key: torch.cat([c[key] for c in chunks]) for key in data}
             if len(data["masks"]):
