@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from goodsam.classes import LABELID_TO_TRAINID_LUT
 from goodsam.errors import ConfigError, ImageError
-from goodsam.evaluation.datasets import Sample
+from goodsam.evaluation.datasets import CITYSCAPES_SUFFIX, Sample, cityscapes_sample
 from goodsam.imageio import IMAGE_SUFFIXES, load_label, load_rgb, save_png
 from goodsam.panorama.projection import (
     CITYSCAPES_INTRINSICS,
@@ -62,19 +62,14 @@ def find_cityscapes_frames(src: Path, split: str) -> list[Sample]:
         raise ImageError(
             f"{src}: no leftImg8bit/{split}/ folder (cityscapes layout; choose the split with --split)"
         )
-    suffix = "_leftImg8bit"
+    suffix = CITYSCAPES_SUFFIX
     frames, missing = [], []
     for path in sorted(image_root.glob(f"*/*{suffix}.png")):
-        stem = path.name[: -len(suffix + ".png")]
-        label_dir = src / "gtFine" / split / path.parent.name
-        train_ids = label_dir / f"{stem}_gtFine_labelTrainIds.png"
-        label_ids = label_dir / f"{stem}_gtFine_labelIds.png"
-        if train_ids.is_file():
-            frames.append(Sample(stem, path, train_ids))
-        elif label_ids.is_file():
-            frames.append(Sample(stem, path, label_ids, label_ids=True))
+        sample, expected = cityscapes_sample(path, src / "gtFine" / split / path.parent.name)
+        if sample is not None:
+            frames.append(sample)
         else:
-            missing.append((stem, train_ids))
+            missing.append((path.stem[: -len(suffix)], expected[0]))
     if not frames and not missing:
         raise ImageError(f"no *{suffix}.png images found under {image_root}/<city>/")
     if missing:

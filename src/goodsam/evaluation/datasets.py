@@ -22,6 +22,7 @@ Layouts (``layout=`` / ``--layout``):
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,48 +90,61 @@ def _missing(image: Path, expected: list[Path]) -> LabelError:
     return LabelError(f"no label for image {image} (expected {tried})")
 
 
-def _densepass(root: Path, split: str) -> list[Sample]:
+def _paired(root: Path, split: str, candidates: Callable[[Path, Path], list[Path]]) -> list[Sample]:
+    """Every image under ``leftImg8bit/<split>`` with the first existing of ``candidates(image, folder)``
+    (label paths in the mirrored ``gtFine/<split>`` folder)."""
     image_dir, label_dir = _split_dirs(root, split)
     samples = []
     for image in _images_under(image_dir):
-        folder = label_dir / image.parent.relative_to(image_dir)
-        stem = image.stem[:-1] if image.stem.endswith("_") else image.stem
-        label = folder / f"{stem}_labelTrainIds.png"
-        if not label.is_file():
-            raise _missing(image, [label])
+        options = candidates(image, label_dir / image.parent.relative_to(image_dir))
+        label = next((c for c in options if c.is_file()), None)
+        if label is None:
+            raise _missing(image, options)
         samples.append(Sample(str(image.relative_to(image_dir)), image, label))
     return samples
+
+
+def _densepass(root: Path, split: str) -> list[Sample]:
+    def candidates(image: Path, folder: Path) -> list[Path]:
+        stem = image.stem[:-1] if image.stem.endswith("_") else image.stem
+        return [folder / f"{stem}_labelTrainIds.png"]
+
+    return _paired(root, split, candidates)
 
 
 def _wildpass(root: Path, split: str) -> list[Sample]:
-    image_dir, label_dir = _split_dirs(root, split)
-    samples = []
-    for image in _images_under(image_dir):
-        folder = label_dir / image.parent.relative_to(image_dir)
-        candidates = [folder / f"{image.stem}_labelTrainIds.png", folder / f"{image.stem}.png"]
-        label = next((c for c in candidates if c.is_file()), None)
-        if label is None:
-            raise _missing(image, candidates)
-        samples.append(Sample(str(image.relative_to(image_dir)), image, label))
-    return samples
+    return _paired(root, split, lambda image, folder: [folder / f"{image.stem}_labelTrainIds.png",
+                                                        folder / f"{image.stem}.png"])
+
+
+CITYSCAPES_SUFFIX = "_leftImg8bit"
+
+
+def cityscapes_sample(image: Path, label_folder: Path) -> tuple[Sample | None, list[Path]]:
+    """A Cityscapes ``<base>_leftImg8bit`` image with its ``gtFine`` label in ``label_folder``
+    (``labelTrainIds``, else ``labelIds`` to be mapped), named ``<base>``; None if neither exists.
+    Also returns the label paths looked for."""
+    base = image.stem[: -len(CITYSCAPES_SUFFIX)]
+    train_ids = label_folder / f"{base}_gtFine_labelTrainIds.png"
+    label_ids = label_folder / f"{base}_gtFine_labelIds.png"
+    expected = [train_ids, label_ids]
+    if train_ids.is_file():
+        return Sample(base, image, train_ids), expected
+    if label_ids.is_file():
+        return Sample(base, image, label_ids, label_ids=True), expected
+    return None, expected
 
 
 def _cityscapes(root: Path, split: str) -> list[Sample]:
     image_dir, label_dir = _split_dirs(root, split)
     samples = []
     for image in _images_under(image_dir):
-        if not image.stem.endswith("_leftImg8bit"):
+        if not image.stem.endswith(CITYSCAPES_SUFFIX):
             continue
-        base = image.stem[: -len("_leftImg8bit")]
-        folder = label_dir / image.parent.relative_to(image_dir)
-        train_ids = folder / f"{base}_gtFine_labelTrainIds.png"
-        label_ids = folder / f"{base}_gtFine_labelIds.png"
-        if train_ids.is_file():
-            samples.append(Sample(base, image, train_ids))
-        elif label_ids.is_file():
-            samples.append(Sample(base, image, label_ids, label_ids=True))
-        else:
-            raise _missing(image, [train_ids, label_ids])
+        sample, expected = cityscapes_sample(image, label_dir / image.parent.relative_to(image_dir))
+        if sample is None:
+            raise _missing(image, expected)
+        samples.append(sample)
     return samples
 
 
