@@ -7,10 +7,10 @@ speed-up, and the mask agreement both ways (share of reference masks matched by 
 IoU >= 0.9, and of fast masks matched by a reference mask), plus where the time goes in each.
 
 Then the arithmetic bound of the fast decoder (CPU): its floating-point work per prompt, counted with
-``torch.utils.flop_counter``, against the rate this core reaches on dense matrix products of the same
-shapes, measured in the same run. That is the time the exact algorithm would need if it were nothing
-but matrix products; the gap to the measured time is memory traffic (the per-prompt residuals,
-LayerNorms and softmaxes over 4096 image tokens) and per-call overhead.
+``torch.utils.flop_counter``, and the time of its matrix products alone (the same products, same
+shapes and order, recorded from a real call and replayed on random operands in the same run). That is
+the time the algorithm would need if it were nothing but matrix products; the gap to the measured time
+is the elementwise passes (softmaxes, LayerNorm statistics, scaling) and per-call overhead.
 
     python benchmarks/amg.py [--points-per-side 32] [--windows 2] [--threads 2] [--device cpu]
 """
@@ -26,6 +26,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from goodsam.assets import find_asset
@@ -112,16 +113,32 @@ def _seconds(function, repeat: int) -> float:
     return best
 
 
-def _matmul_rate(shapes: list[tuple[int, int, int]], batch: int) -> float:
-    """Single-thread GFLOP/s of float32 batched products (m, k) @ (k, n), summed over ``shapes``."""
-    pairs = [(torch.randn(batch, m, k), torch.randn(batch, k, n)) for m, k, n in shapes]
-    flops = sum(2 * batch * m * k * n for m, k, n in shapes)
-    return flops / _seconds(lambda: [torch.bmm(a, b) for a, b in pairs], 20) / 1e9
+class _MatmulRecorder(TorchDispatchMode):
+    """Records the matrix products (mm, bmm, addmm, baddbmm) run inside it: op and input shapes."""
+
+    OPS = {"mm", "bmm", "addmm", "baddbmm"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__.rstrip("_")
+        if name in self.OPS:
+            self.calls.append((func.overloadpacket, [a.shape if isinstance(a, torch.Tensor) else a for a in args]))
+        return func(*args, **(kwargs or {}))
+
+
+def _matmul_seconds(calls: list[tuple]) -> float:
+    """Best-of-3 single-thread seconds of the recorded products replayed alone, on random operands."""
+    replay = [(func, [torch.randn(a) if isinstance(a, torch.Size) else a for a in shapes]) for func, shapes in calls]
+    return _seconds(lambda: [func(*args) for func, args in replay], 5)
 
 
 def decoder_floor(fast, image: np.ndarray) -> dict[str, float]:
-    """Per-prompt FLOPs and single-thread time of the fast decoder's two stages on ``image``, with the
-    dense-matmul rate of their dominant shapes: how far the arithmetic itself is from the time spent."""
+    """Per-prompt FLOPs and single-thread time of the fast decoder's two stages on ``image``, and the
+    time of the same matrix products (same shapes, same order) replayed alone: how far the whole stage
+    is from its arithmetic."""
     from goodsam.sam import fast_decoder
 
     model, decoder, chunk = fast.sam.model, fast.decoder, fast.prompts_per_call
@@ -133,51 +150,45 @@ def decoder_floor(fast, image: np.ndarray) -> dict[str, float]:
         ctx, valid, batch = job.ctx, job.upsampler.tokens, job.sparse[:chunk]
         tokens = list(range(1, model.mask_decoder.num_mask_tokens))
         state = decoder.transform(ctx, batch)
+        stages = {"transform": lambda: decoder.transform(ctx, batch),
+                  "upscale": lambda: decoder.masks(state, ctx, None, tokens, valid)}
+        result = {}
         onednn, fast_decoder._ONEDNN_OK = fast_decoder._ONEDNN_OK, False  # count F.linear, not oneDNN
         try:
-            with FlopCounterMode(display=False) as counter:
-                decoder.transform(ctx, batch)
-            transform_flops = counter.get_total_flops() / chunk
-            with FlopCounterMode(display=False) as counter:
-                decoder.masks(state, ctx.grid, None, tokens, valid)
-            upscale_flops = counter.get_total_flops() / chunk
+            for stage, run in stages.items():
+                with FlopCounterMode(display=False) as counter:
+                    run()
+                with _MatmulRecorder() as recorder:
+                    run()
+                result[f"{stage}_gflop"] = counter.get_total_flops() / chunk / 1e9
+                result[f"{stage}_matmul_ms"] = _matmul_seconds(recorder.calls) / chunk * 1e3
         finally:
             fast_decoder._ONEDNN_OK = onednn
-        transform_s = _seconds(lambda: decoder.transform(ctx, batch), 5) / chunk
-        upscale_s = _seconds(lambda: decoder.masks(state, ctx.grid, None, tokens, valid), 5) / chunk
-        n, dim = ctx.keys0.shape  # image tokens, channels
-        rows = decoder.num_heads * (1 + model.mask_decoder.num_mask_tokens + batch.shape[1])  # heads x tokens
-        transformer_rate = _matmul_rate([(n, rows, dim), (rows, dim, n), (rows, n, dim)], chunk)
-        w1, _, w2, _ = decoder._upscaling_weights()  # (4 x C_out, C_in) of the two transposed convolutions
-        pixels = valid[0] * valid[1]
-        shapes = [(pixels, dim, w1.shape[0]), (4 * pixels, w2.shape[1], w2.shape[0])]
-        upscale_rate = _matmul_rate(shapes, chunk)
+        for stage, run in stages.items():
+            result[f"{stage}_ms"] = _seconds(run, 5) / chunk * 1e3
     finally:
         torch.set_num_threads(previous_threads)
-    return {"transform_gflop": transform_flops / 1e9, "transform_ms": transform_s * 1e3,
-            "transform_rate": transformer_rate, "upscale_gflop": upscale_flops / 1e9,
-            "upscale_ms": upscale_s * 1e3, "upscale_rate": upscale_rate}
+    return result
 
 
 def print_floor(floor: dict[str, float], stats: dict[str, int], stages: dict[str, float], workers: int,
                 ref_wall: float, windows: int) -> None:
-    """The fast decoder's arithmetic bound: its FLOPs at this core's dense-matmul rate."""
-    print("\narithmetic bound of the fast decoder (1 thread; FLOPs counted, matmul rate measured on the same "
-          "shapes)")
+    """The fast decoder's arithmetic bound: the time of its matrix products alone."""
+    print("\narithmetic bound of the fast decoder (1 thread; FLOPs counted; its matrix products, same shapes "
+          "and order, replayed alone)")
     for stage in ("transform", "upscale"):
-        gflop, ms, rate = floor[f"{stage}_gflop"], floor[f"{stage}_ms"], floor[f"{stage}_rate"]
+        gflop, ms, mm = floor[f"{stage}_gflop"], floor[f"{stage}_ms"], floor[f"{stage}_matmul_ms"]
         print(f"  {stage:<10} {gflop:6.3f} GFLOP/prompt in {ms:6.2f} ms = {gflop / ms * 1e3:5.1f} GFLOP/s; "
-              f"dense matmul of its shapes {rate:5.1f} GFLOP/s -> at that rate {gflop / rate * 1e3:6.2f} ms")
+              f"its matrix products alone {mm:6.2f} ms ({mm / ms:.0%} of the stage)")
     prompts = stats.get("prompts", 0) / windows
     upscaled = stats.get("upscaled_prompts", 0) / windows
-    arithmetic = (prompts * floor["transform_gflop"] / floor["transform_rate"]
-                  + upscaled * floor["upscale_gflop"] / floor["upscale_rate"]) / workers
+    arithmetic = (prompts * floor["transform_matmul_ms"] + upscaled * floor["upscale_matmul_ms"]) / 1e3 / workers
     encoder = stages.get("encoder", 0.0) / windows
     best = arithmetic + encoder
-    print(f"  per window: {prompts:.0f} prompts, {upscaled:.0f} upscaled -> decoder arithmetic alone "
+    print(f"  per window: {prompts:.0f} prompts, {upscaled:.0f} upscaled -> decoder matrix products alone "
           f"{arithmetic:.2f} s on {workers} workers + encoder {encoder:.2f} s = {best:.2f} s: "
-          f"x{ref_wall / best:.1f} against this run's reference if the decoder were pure matrix products "
-          "(no memory traffic, no filters)")
+          f"x{ref_wall / best:.1f} against this run's reference if the decoder were nothing but its matrix "
+          "products (no elementwise passes, no filters)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,9 +132,10 @@ def test_fast_decoder_equals_sam_decoder(sam, window: np.ndarray, encoder_cache:
         pe = model.prompt_encoder.get_dense_pe()
         low, iou = model.mask_decoder(predictor.features, pe, sparse, dense, multimask_output=True)
         fast = FastMaskDecoder(model.mask_decoder, tile=1000)  # tiles that do not divide the grid
-        state = fast.transform(fast.prepare(predictor.features, pe, dense[:1]), sparse)
-        masks = fast.masks(state, (64, 64), token_ids=[1, 2, 3])
-        part = fast.masks(state, (64, 64), index=torch.tensor([2]), token_ids=[1, 3], valid=(50, 40))
+        ctx = fast.prepare(predictor.features, pe, dense[:1])
+        state = fast.transform(ctx, sparse)
+        masks = fast.masks(state, ctx, token_ids=[1, 2, 3])
+        part = fast.masks(state, ctx, index=torch.tensor([2]), token_ids=[1, 3], valid=(50, 40))
     torch.testing.assert_close(state.iou[:, 1:], iou, atol=1e-4, rtol=0)
     torch.testing.assert_close(masks, low, atol=2e-3, rtol=1e-4)
     torch.testing.assert_close(part, low[2:3, [0, 2], :200, :160], atol=2e-3, rtol=1e-4)
@@ -152,8 +153,9 @@ def test_fast_decoder_fits_segment_anything_decoder() -> None:
     with torch.no_grad():
         low, iou = decoder(image, pe, sparse, dense, multimask_output=True)
         fast = FastMaskDecoder(decoder)
-        state = fast.transform(fast.prepare(image, pe, dense[:1, :, :1, :1]), sparse)
-        masks = fast.masks(state, (64, 64), token_ids=[1, 2, 3])
+        ctx = fast.prepare(image, pe, dense[:1, :, :1, :1])
+        state = fast.transform(ctx, sparse)
+        masks = fast.masks(state, ctx, token_ids=[1, 2, 3])
     torch.testing.assert_close(state.iou[:, 1:], iou, atol=1e-4, rtol=0)
     torch.testing.assert_close(masks, low, atol=1e-3, rtol=1e-4)
 

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops.boxes import batched_nms, box_area
 
+from goodsam.sam import native
 from goodsam.sam.base import AMGSettings, MaskGenerator, MaskSet, check_image
 from goodsam.sam.fast_decoder import FastMaskDecoder
 from goodsam.sam.models import LoadedSam
@@ -51,6 +52,13 @@ from goodsam.sam.models import LoadedSam
 CROP_NMS_THRESH = 0.7  # segment-anything defaults for the crop layers
 CROP_OVERLAP_RATIO = 512 / 1500
 LOW_RES = 256
+
+
+def _single_threaded_worker() -> None:
+    """Worker-thread setup: one intra-op thread, and tiny floats flushed to zero (denormal arithmetic
+    is 10-100x slower on CPUs; values below 1e-38 are invisible in these float32 results anyway)."""
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
 
 
 def resize_matrix(low: int, canvas: int, valid: int, out: int, device: torch.device | None = None) -> Tensor:
@@ -110,6 +118,7 @@ class MaskUpsampler:
         wy, wx = _tap_windows(self.ry), _tap_windows(self.rx_t.t())
         self.windows = (wy, wx) if wy is not None and wx is not None else None
         self.banded = (_BandedRows(self.ry), _BandedRows(self.rx_t.t())) if device.type == "cpu" else None
+        self.row_taps = _row_taps(self.ry)
 
     def crop(self, low: Tensor) -> Tensor:
         """The part of the low-res logits that the image sees."""
@@ -121,6 +130,34 @@ class MaskUpsampler:
             return torch.matmul(self.ry, torch.matmul(low, self.rx_t))
         rows, cols = self.banded
         return rows(cols(low.transpose(1, 2)).transpose(1, 2))
+
+    def stability(self, low: Tensor, threshold: float, offset: float) -> tuple[Tensor, Tensor] | None:
+        """Stability scores of cropped low-res logits at full resolution, counted without storing the
+        full-resolution logits (the fused native loop, CPU), with the logits resized along the columns
+        (for :meth:`masks`); None where that loop is unavailable."""
+        if not native.usable(low) or len(low) == 0:
+            return None
+        cols = torch.matmul(low, self.rx_t)  # (n, ky, W): resized along the columns
+        start, weights = self.row_taps
+        counts = torch.empty(2, len(low), dtype=torch.int32)
+        native.kernels().stability_counts(cols.data_ptr(), len(low), cols.shape[1], cols.shape[2], start.data_ptr(),
+                                          weights.data_ptr(), weights.shape[0], weights.shape[1],
+                                          float(threshold + offset), float(threshold - offset),
+                                          counts[0].data_ptr(), counts[1].data_ptr())
+        return counts[0] / counts[1], cols
+
+    def masks(self, cols: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+        """Full-resolution binary masks and their XYXY boxes from column-resized logits (from
+        :meth:`stability`), in one native pass (rows resized, thresholded, boxed)."""
+        start, weights = self.row_taps
+        n, h = len(cols), weights.shape[0]
+        masks = torch.empty(n, h, cols.shape[2], dtype=torch.bool)
+        boxes = torch.empty(n, 4, dtype=torch.int64)
+        if n:
+            native.kernels().threshold_masks(cols.data_ptr(), n, cols.shape[1], cols.shape[2], start.data_ptr(),
+                                             weights.data_ptr(), h, weights.shape[1], float(threshold),
+                                             masks.data_ptr(), boxes.data_ptr())
+        return masks, boxes
 
     def stability_upper_bound(self, low: Tensor, threshold: float, offset: float) -> Tensor | None:
         """An upper bound of the full-resolution stability score of cropped low-res logits, per mask.
@@ -140,6 +177,19 @@ class MaskUpsampler:
         inter = torch.einsum("i,nij,j->n", my, (high > threshold + offset - slack).to(my.dtype), mx)
         union = torch.einsum("i,nij,j->n", my, (low_ > threshold - offset + slack).to(my.dtype), mx)
         return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, float("inf")))
+
+
+def _row_taps(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """A banded (out, in) matrix as per-row ``(start, weights)``: int32 (out,), float (out, taps) with
+    ``row y = sum_j weights[y, j] * input[start[y] + j]`` (zero-padded to a common tap count)."""
+    matrix = matrix.cpu()
+    nz = matrix != 0
+    first = torch.where(nz.any(1), nz.float().argmax(1), torch.zeros(len(matrix), dtype=torch.long))
+    last = matrix.shape[1] - 1 - nz.flip(1).float().argmax(1)
+    taps = max(1, int((last - first + 1).max()))
+    start = first.clamp(max=matrix.shape[1] - taps)
+    index = start[:, None] + torch.arange(taps)
+    return start.to(torch.int32).contiguous(), matrix.gather(1, index).contiguous()
 
 
 def _tap_windows(matrix: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -278,14 +328,14 @@ class FastMaskGenerator(MaskGenerator):
         self.settings = settings.validate()
         model = sam.model
         on_gpu = sam.device.type == "cuda"
-        self.decoder = FastMaskDecoder(model.mask_decoder, tile=1 << 16 if on_gpu else 2048)
+        self.decoder = FastMaskDecoder(model.mask_decoder, tile=1 << 16 if on_gpu else 4096)
         self.predictor = sam.package.SamPredictor(model)
         amg_utils = import_module(f"{sam.package.__name__}.utils.amg")
         self.point_grids = amg_utils.build_all_layer_point_grids(settings.points_per_side,
                                                                   settings.crop_n_layers, 1)
         self._generate_crop_boxes = amg_utils.generate_crop_boxes
         self._remove_small_regions = amg_utils.remove_small_regions
-        self.prompts_per_call = prompts_per_call or (64 if on_gpu else 4)
+        self.prompts_per_call = prompts_per_call or (64 if on_gpu else 8)
         self.workers = workers
         self.screen = screen
         self.check_screen = check_screen
@@ -352,7 +402,7 @@ class FastMaskGenerator(MaskGenerator):
         starts = range(0, len(job.sparse), self.prompts_per_call)
         workers = self.workers or (1 if device.type == "cuda" else torch.get_num_threads())
         if workers > 1 and len(starts) > 1:
-            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            with ThreadPoolExecutor(workers, initializer=_single_threaded_worker) as pool:
                 chunks = list(pool.map(lambda start: self._process_prompts(job, start, counter), starts))
         else:
             chunks = [self._process_prompts(job, start, counter) for start in starts]
@@ -383,7 +433,7 @@ class FastMaskGenerator(MaskGenerator):
             return None
         with counter.timed("upscaling", device):
             tokens = list(range(1, self.decoder.decoder.num_mask_tokens))
-            low = self.decoder.masks(state, job.ctx.grid, None if len(rows) == len(iou) else rows, tokens,
+            low = self.decoder.masks(state, job.ctx, None if len(rows) == len(iou) else rows, tokens,
                                      job.upsampler.tokens)
             sel = keep[rows]
             low, iou = job.upsampler.crop(low)[sel], iou[rows][sel]
@@ -400,14 +450,23 @@ class FastMaskGenerator(MaskGenerator):
                 low, iou = low[ok], iou[ok]
             if len(low) == 0:
                 return None
-            full = job.upsampler(low)
-            stability = stability_score(full, threshold, s.stability_score_offset)
-            counter.add(upsampled=len(full))
-            if s.stability_score_thresh > 0:
-                ok = stability >= s.stability_score_thresh
-                full, iou, stability = full[ok], iou[ok], stability[ok]
-            masks = full > threshold
-            boxes = masks_to_boxes_xyxy(masks)
+            native_path = job.upsampler.stability(low, threshold, s.stability_score_offset)
+            if native_path is not None:  # masks only for what the stability filter keeps
+                stability, cols = native_path
+                if s.stability_score_thresh > 0:
+                    ok = stability >= s.stability_score_thresh
+                    cols, iou, stability = cols[ok], iou[ok], stability[ok]
+                masks, boxes = job.upsampler.masks(cols, threshold)
+                counter.add(upsampled=len(masks))
+            else:
+                full = job.upsampler(low)
+                counter.add(upsampled=len(full))
+                stability = stability_score(full, threshold, s.stability_score_offset)
+                if s.stability_score_thresh > 0:
+                    ok = stability >= s.stability_score_thresh
+                    full, iou, stability = full[ok], iou[ok], stability[ok]
+                masks = full > threshold
+                boxes = masks_to_boxes_xyxy(masks)
             orig_box = [0, 0, job.orig_size[1], job.orig_size[0]]
             if job.crop_box != orig_box:
                 ok = ~near_crop_edge(boxes, job.crop_box, orig_box)

@@ -1,24 +1,32 @@
-"""SAM's mask decoder rewritten for many point prompts on one image (same weights, same maths).
+"""SAM's mask decoder for many point prompts on one image, factored through the image (same maths).
 
-SAM's ``MaskDecoder`` copies the 64x64x256 image embedding once per prompt and runs the two-way
-transformer on every copy. For "segment everything" (hundreds of prompts, one image) most of that
-work does not depend on the prompt, and most of the rest can be re-associated so that the image side
-is only multiplied by small per-prompt matrices (``8 heads x 7 tokens = 56`` columns, not 128 or 256):
+Per prompt, SAM's two-way transformer updates all 4096 image tokens (256 channels) twice,
+``keys = LayerNorm(keys + attn_image_to_token(...))``, and every later use of the image tokens is a
+linear map of them: a 16-channel head projection in an attention, or the upscaler's first transposed
+convolution. Each update adds ``A_j @ V`` to token ``j``: ``A_j`` the token's 56 attention weights
+(8 heads x 7 prompt tokens), ``V`` a (56, 256) matrix that depends on the prompt only. A LayerNorm is
+``gamma * (u - mean(u)) / std(u) + beta``: linear in ``u`` up to the per-token scalar ``1 / std``.
+So after both layers every image token is
 
-* layer 0 sees the plain image embedding: its key/value/query projections of the image tokens are
-  computed once per image, leaving only attention over shared projections per prompt;
-* token->image attention: ``q_h . (W_k x + b_k) = (W_k^T q_h) . x + const`` (the constant drops out of
-  the softmax) and ``sum_j a_j (W_v x_j + b_v) = W_v (sum_j a_j x_j) + b_v``: the 4096 image tokens are
-  never projected;
-* image->token attention: scores are ``x @ (W_q^T k_h)``, the output projection is folded into the
-  7 values of each head, ``sum_h A_h (V_h W_o,h^T)``, and its bias spread over the values;
-* the image->token update, its residual and LayerNorm are row-local, so they run in tiles of image
-  tokens that stay in cache (CPU memory bandwidth, not arithmetic, is what limits this decoder);
-* the two stride-2 transposed convolutions of the upscaler are per-pixel linear maps, applied on the
-  token layout (channels last) in tiles, un-shuffled only for the output masks; IoU prediction needs no
-  upscaling, and only the image tokens whose pixels a caller uses are upscaled.
+    keys_j = s1_j * (s0_j * (R_j + A0_j @ V0') + beta0' + A1_j @ V1') + beta1
 
-Results equal the original decoder's up to float rounding (tests/test_sam.py checks this).
+with ``R`` the (centred, scaled) image embedding shared by every prompt, ``s0, s1`` the inverse
+standard deviations and ``A0, A1`` the attention weights. Any linear map ``W`` of the keys is then
+``W R`` (computed once per image) combined with ``(A @ V) W``, where ``V W`` is a small per-prompt
+matrix. Nothing per prompt is 256 channels wide any more:
+
+* attention scores and attention-weighted sums of the image tokens use per-image projections
+  (``R W^T`` for each head's 16 channels) and per-prompt (56 x k) matrices;
+* the LayerNorm statistics come from the same pieces: ``|R + A V|^2 = |R|^2 + 2 A.(R V^T) + A (V V^T) A^T``,
+  with ``R`` and the rows of ``V`` centred first, so no mean is subtracted afterwards;
+* the upscaler's first (linear, 256 -> 4 x 64) step is ``s0 s1 (W R) + [A0, A1] @ (V W) + ...``: the
+  per-prompt part has 113 inputs instead of 256.
+
+Per prompt and image token this is about 40k multiply-adds for the transformer instead of 90k, on
+56-wide rows instead of 256-wide ones (the CPU cost was memory traffic more than arithmetic), and
+29k instead of 66k for the upscaler's first step. Results equal SAM's decoder up to float rounding
+(tests/test_sam.py). It needs the two-layer ``TwoWayTransformer`` every SAM model uses (MobileSAM,
+ViT-B/L/H).
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from goodsam.sam import native
 
 SOFTMAX_FLOOR = 70.0
 
@@ -41,77 +51,164 @@ def _softmax(scores: Tensor, dim: int = -1) -> Tensor:
     return torch.maximum(scores, floor, out=scores).softmax(dim)
 
 
-class _OnlineAttention:
-    """``softmax(scores) @ values`` over all image tokens, accumulated tile by tile (flash-attention
-    style: running max, running sum, rescaled accumulator). Exponents are floored at -70 as in
-    :func:`_softmax`."""
-
-    def __init__(self) -> None:
-        self.max: Tensor | None = None
-        self.sum: Tensor | None = None
-        self.acc: Tensor | None = None
-
-    def add(self, scores: Tensor, values: Tensor) -> None:
-        """``scores``: (B, Q, R) for a tile of R image tokens with ``values`` (B, R, C)."""
-        tile_max = scores.amax(-1, keepdim=True)
-        new_max = tile_max if self.max is None else torch.maximum(self.max, tile_max)
-        p = scores.sub_(new_max).clamp_(min=-SOFTMAX_FLOOR).exp_()
-        if self.max is None:
-            self.sum, self.acc = p.sum(-1, keepdim=True), torch.bmm(p, values)
-        else:
-            scale = (self.max - new_max).clamp_(min=-SOFTMAX_FLOOR).exp_()
-            self.sum = self.sum.mul_(scale).add_(p.sum(-1, keepdim=True))
-            self.acc = self.acc.mul_(scale).baddbmm_(p, values)
-        self.max = new_max
-
-    def result(self) -> Tensor:
-        return self.acc / self.sum
-
-
 def _heads(x: Tensor, num_heads: int) -> Tensor:
     """(..., n, c) -> (..., heads, n, c / heads)."""
     *lead, n, c = x.shape
     return x.reshape(*lead, n, num_heads, c // num_heads).transpose(-3, -2)
 
 
+def _centre(x: Tensor) -> Tensor:
+    """``x`` minus its mean over the last dimension (the channels)."""
+    return x - x.mean(-1, keepdim=True)
+
+
+def _head_scores(shared: Tensor, per_prompt: Tensor) -> Tensor:
+    """Per-head products of per-image columns and per-prompt vectors.
+
+    ``shared`` (heads, c, R) for R image tokens, ``per_prompt`` (B, heads, T, c) -> (B, heads * T, R)."""
+    return _head_products(per_prompt, shared)
+
+
+def _head_products(k: Tensor, p1: Tensor, p2: Tensor | None = None, add: Tensor | None = None,
+                   scale: Tensor | None = None) -> Tensor:
+    """``scale * (HS(p1) + add) + HS(p2)`` with ``HS(p)`` the per-head products of per-image columns
+    ``p`` (heads, c, R) and per-prompt vectors ``k`` (B, heads, T, c): (B, heads * T, R).
+    ``add`` (B, heads * T, R) and ``scale`` (B, 1, R) are optional (rows contiguous)."""
+    b, nh, t, c = k.shape
+    r = p1.shape[-1]
+    lib = native.kernels() if native.usable(k, p1) else None
+    if lib is not None and p1.stride(-1) == 1 and (p2 is None or p2.stride() == p1.stride()) \
+            and (add is None or (add.stride(-1) == 1 and add.stride(1) == r)) \
+            and (scale is None or scale.stride(-1) == 1):
+        k = k.contiguous()
+        out = k.new_empty(b, nh * t, r)
+        lib.head_products(p1.data_ptr(), native.ptr(p2), p1.stride(1), r, nh, c, k.data_ptr(), b, t,
+                          native.ptr(add), add.stride(0) if add is not None else 0,
+                          native.ptr(scale), scale.stride(0) if scale is not None else 0, out.data_ptr())
+        return out
+    out = torch.bmm(k.transpose(0, 1).reshape(nh, b * t, c), p1)  # (h, B*T, R)
+    out = out.view(nh, b, t, -1).transpose(0, 1).reshape(b, nh * t, -1)
+    if add is not None:
+        out += add
+    if scale is not None:
+        out *= scale
+    if p2 is not None:
+        out += _head_products(k, p2)
+    return out
+
+
+def _head_sums(weights: Tensor, shared: Tensor) -> Tensor:
+    """Per-head weighted sums of per-image columns: ``weights`` (B, heads * T, R), ``shared``
+    (heads, c, R) -> (B, heads * T, c)."""
+    nh, c, r = shared.shape
+    b = weights.shape[0]
+    w = weights.view(b, nh, -1, r).transpose(0, 1).reshape(nh, -1, r)  # (h, B*T, R)
+    return torch.bmm(w, shared.transpose(1, 2)).view(nh, b, -1, c).transpose(0, 1).reshape(b, -1, c)
+
+
+def _head_blocks(rows: Tensor, per_prompt: Tensor) -> Tensor:
+    """(B, n, heads * c) rows times per-head vectors (B, heads, T, c) -> (B, n, heads * T)."""
+    b, nh, t, c = per_prompt.shape
+    return torch.einsum("bnhc,bhtc->bnht", rows.view(b, -1, nh, c), per_prompt).reshape(b, -1, nh * t)
+
+
+def _exp_floored(x: Tensor) -> Tensor:
+    """``exp(x)`` in place for ``x <= 0``, floored at ``e^-70``: far below what float32 sums can see, and
+    it keeps CPUs off their slow paths for tiny results (denormals)."""
+    return x.clamp_(min=-SOFTMAX_FLOOR).exp_()
+
+
+def _softmax_heads(scores: Tensor, num_heads: int) -> Tensor:
+    """Softmax over the T tokens of each head, in place: ``scores`` (B, heads * T, R), contiguous."""
+    b, ht, r = scores.shape
+    if native.usable(scores) and scores.is_contiguous():
+        native.kernels().softmax_heads(scores.data_ptr(), b, num_heads, ht // num_heads, r)
+        return scores
+    x = scores.view(b, num_heads, ht // num_heads, r)
+    x = _exp_floored(x.sub_(x.amax(2, keepdim=True)))
+    return x.div_(x.sum(2, keepdim=True)).view(b, ht, r)
+
+
+class _Online:
+    """Running softmax over image-token tiles for a set of queries: ``add`` the scores (B, Q, R) of
+    one tile (contiguous), get back the unnormalised weights to accumulate with (max-subtracted,
+    floored at ``e^-70``, then multiplied by ``weight`` (B, 1, R) if given) and the factor (B, Q, 1)
+    by which earlier accumulations must be rescaled (None on the first tile)."""
+
+    def __init__(self) -> None:
+        self.max: Tensor | None = None
+        self.sum: Tensor | None = None
+
+    def add(self, scores: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        b, q, r = scores.shape
+        first = self.max is None
+        if native.usable(scores) and scores.is_contiguous() and (weight is None or weight.stride(-1) == 1):
+            if first:
+                self.max, self.sum = scores.new_empty(b, q, 1), scores.new_empty(b, q, 1)
+            scale = scores.new_empty(b, q, 1)
+            native.kernels().online_softmax(scores.data_ptr(), b, q, r, self.max.data_ptr(), self.sum.data_ptr(),
+                                            scale.data_ptr(), int(first), native.ptr(weight),
+                                            weight.stride(0) if weight is not None else 0)
+            return scores, None if first else scale
+        tile_max = scores.amax(2, keepdim=True)
+        new_max = tile_max if first else torch.maximum(self.max, tile_max)
+        p = _exp_floored(scores.sub_(new_max))
+        scale = None
+        if first:
+            self.sum = p.sum(2, keepdim=True)
+        else:
+            scale = _exp_floored(self.max - new_max)
+            self.sum = self.sum.mul_(scale).add_(p.sum(2, keepdim=True))
+        self.max = new_max
+        return (p if weight is None else p.mul_(weight)), scale
+
+
+def _accumulate(acc: Tensor | None, scale: Tensor | None, value: Tensor) -> Tensor:
+    """``acc * scale + value``: ``acc`` and ``value`` (B, Q, ...), ``scale`` (B, Q, 1) or None."""
+    if acc is None:
+        return value
+    return acc.mul_(scale).add_(value)
+
+
 @dataclass
 class ImageContext:
-    """Per-image tensors shared by every prompt: image tokens and layer-0 projections."""
+    """Per-image tensors shared by every prompt (see the module docstring for the algebra)."""
 
-    keys0: Tensor  # (HW, C) image embedding + dense "no mask" embedding
-    pe: Tensor  # (HW, C) positional encoding of the image tokens
+    grid: tuple[int, int]
     t2i_k0: Tensor  # (heads, HW, c) layer-0 token->image keys
     t2i_v0: Tensor  # (heads, HW, c) layer-0 token->image values
-    i2t_q0: Tensor  # (heads, HW, c) layer-0 image->token queries
-    grid: tuple[int, int]
+    heads: dict[str, Tensor]  # (heads, c, HW) per-head projections of the shared image part
+    scalars: dict[str, Tensor]  # (HW,) per-token dot products of the shared image part
+    up: Tensor  # (HW, 4 * C1) the upscaler's first step applied to the shared image part
 
 
 @dataclass
 class DecoderState:
-    """What the transformer leaves per prompt: IoU predictions, mask tokens, image tokens."""
+    """What the transformer leaves per prompt: IoU predictions, mask tokens, and the per-prompt part
+    of the final image tokens (their upscaler inputs, see :meth:`FastMaskDecoder.masks`)."""
 
     iou: Tensor  # (B, num_mask_tokens) predicted IoU of every mask token
     mask_tokens: Tensor  # (B, len(token_ids), C) final state of the mask tokens ``token_ids``
-    key_tiles: list[Tensor]  # final image tokens, row tiles (B, R_i, C) in raster order
     token_ids: list[int]
-
-    @property
-    def keys(self) -> Tensor:
-        """All final image tokens, (B, HW, C)."""
-        return torch.cat(self.key_tiles, dim=1)
+    weights: Tensor  # (B, 2 * 56, HW) X = [A0 * s0; A1], see :meth:`FastMaskDecoder.masks`
+    inv_std: Tensor  # (B, 2, HW) s0, s1: 1 / std of the two image-token updates
+    up_rows: Tensor  # (B, 2 * 56 + 1, 4 * C1) per-prompt rows of the upscaler's first step
+    up_const: Tensor  # (4 * C1,) constant of the upscaler's first step
 
 
 class FastMaskDecoder:
-    """Wraps a SAM ``MaskDecoder`` (with its ``TwoWayTransformer``) for batched point prompts.
+    """Wraps a SAM ``MaskDecoder`` (with its two-layer ``TwoWayTransformer``) for batched point prompts.
 
-    ``tile``: image tokens x prompts processed at once by the row-local steps (cache-sized on CPU; a
-    GPU wants it large).
+    ``tile``: image tokens x prompts processed at once (cache-sized on CPU; a GPU wants it large).
     """
 
     def __init__(self, decoder: nn.Module, tile: int = 2048) -> None:
+        transformer = decoder.transformer
+        if len(transformer.layers) != 2:
+            raise ValueError(f"FastMaskDecoder needs SAM's two-layer transformer, got {len(transformer.layers)}")
         self.decoder = decoder
-        self.transformer = decoder.transformer
-        self.num_heads = self.transformer.num_heads
+        self.transformer = transformer
+        self.num_heads = transformer.num_heads
         self.tile = tile
         self._up_weights: tuple[Tensor, ...] | None = None
 
@@ -120,18 +217,47 @@ class FastMaskDecoder:
     def prepare(self, image_embedding: Tensor, image_pe: Tensor, dense: Tensor) -> ImageContext:
         """``image_embedding``, ``image_pe``: (1, C, h, w); ``dense``: (1, C, 1, 1) or (1, C, h, w)."""
         _, _, h, w = image_embedding.shape
-        keys0 = (image_embedding + dense).flatten(2)[0].transpose(0, 1).contiguous()
-        pe = image_pe.flatten(2)[0].transpose(0, 1).contiguous()
-        keys0_pe = keys0 + pe
-        layer0 = self.transformer.layers[0]
-        t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
         nh = self.num_heads
+        l0, l1 = self.transformer.layers
+        final = self.transformer.final_attn_token_to_image
+        keys0 = (image_embedding + dense).flatten(2)[0].t()
+        pe = image_pe.flatten(2)[0].t()
+        g0, beta0 = l0.norm4.weight, l0.norm4.bias
+        g1, beta1 = l1.norm4.weight, l1.norm4.bias
+        t2i0, i2t0 = l0.cross_attn_token_to_image, l0.cross_attn_image_to_token
+        t2i1, i2t1 = l1.cross_attn_token_to_image, l1.cross_attn_image_to_token
+        r0 = _centre(keys0)  # layer-0 residual, centred
+        rg = _centre(g0 * r0)  # its LayerNorm output (before 1/std), centred: the shared part of layer 1
+        w1, b1 = self._up_weights_for(keys0)[:2]
+
+        def heads(x: Tensor) -> Tensor:  # (HW, h*c) -> (h, c, HW)
+            return _heads(x, nh).transpose(1, 2).contiguous()
+
         return ImageContext(
-            keys0=keys0, pe=pe,
-            t2i_k0=_heads(t2i.k_proj(keys0_pe), nh).contiguous(),
-            t2i_v0=_heads(t2i.v_proj(keys0), nh).contiguous(),
-            i2t_q0=_heads(i2t.q_proj(keys0_pe), nh).contiguous(),
             grid=(h, w),
+            t2i_k0=_heads(t2i0.k_proj(keys0 + pe), nh).contiguous(),
+            t2i_v0=_heads(t2i0.v_proj(keys0), nh).contiguous(),
+            heads={
+                "q0": heads(i2t0.q_proj(keys0 + pe)),  # layer-0 image->token queries
+                "o0": heads(r0 @ i2t0.out_proj.weight),  # r0 . V0 (layer-0 variance)
+                "k1": heads((g0 * r0) @ t2i1.k_proj.weight.t()),  # layer-1 token->image keys
+                "k1_pe": heads((beta0 + pe) @ t2i1.k_proj.weight.t()),
+                "v1": heads((g0 * r0) @ t2i1.v_proj.weight.t()),  # layer-1 token->image values
+                "q1": heads((g0 * r0) @ i2t1.q_proj.weight.t()),  # layer-1 image->token queries
+                "q1_pe": heads(F.linear(beta0 + pe, i2t1.q_proj.weight, i2t1.q_proj.bias)),
+                "go0": heads((g0 * rg) @ i2t0.out_proj.weight),  # rg . Vg0 (layer-1 variance)
+                "o1": heads(rg @ i2t1.out_proj.weight),  # rg . V1 (layer-1 variance)
+                "kf": heads((g1 * rg) @ final.k_proj.weight.t()),  # final token->image keys
+                "kf_pe": heads((beta1 + pe) @ final.k_proj.weight.t()),
+                "vf": heads((g1 * rg) @ final.v_proj.weight.t()),  # final token->image values
+            },
+            scalars={
+                "r0_sq": (r0 * r0).sum(1), "r0_bo0": r0 @ i2t0.out_proj.bias,
+                "rg_sq": (rg * rg).sum(1), "rg_beta0": rg @ beta0,
+                "grg_bo0": (g0 * rg) @ i2t0.out_proj.bias / nh, "grg_sum": (g0 * rg).sum(1),
+                "rg_bo1": rg @ i2t1.out_proj.bias / nh,
+            },
+            up=(g1 * rg) @ w1.t(),
         )
 
     def _tiles(self, batch: int, grid: tuple[int, int]) -> list[tuple[int, int]]:
@@ -140,7 +266,16 @@ class FastMaskDecoder:
         rows = max(1, min(h, self.tile // max(batch, 1) // w))
         return [(y * w, min(h, y + rows) * w) for y in range(0, h, rows)]
 
-    # ------------------------------------------------------------------ token -> image
+    # ------------------------------------------------------------------ token side
+    def _project(self, linear: nn.Linear, x: Tensor, scale: float = 1.0) -> Tensor:
+        """Per-head projection (B, heads, T, c) of token states ``x`` (B, T, C)."""
+        return _heads(linear(x) * scale, self.num_heads)
+
+    def _per_head(self, rows: Tensor, weight: Tensor, vectors: Tensor) -> Tensor:
+        """``rows`` (B, n, C) through a projection ``weight`` (heads * c, C), dotted per head with
+        ``vectors`` (B, heads, T, c): (B, n, heads * T)."""
+        return _head_blocks(rows @ weight.t(), vectors)
+
     def _t2i_shared(self, attn: nn.Module, queries: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Token->image attention against shared (per-image) projected keys/values (heads, HW, c)."""
         nh = self.num_heads
@@ -152,130 +287,18 @@ class FastMaskDecoder:
         out = torch.bmm(weights, v).view(nh, b, t, c).permute(1, 2, 0, 3).reshape(b, t, nh * c)
         return attn.out_proj(out)
 
-    def _t2i_query(self, attn: nn.Module, queries: Tensor) -> Tensor:
-        """Token->image queries pulled back through the key projection: (B, h*T, C), pre-scaled.
-
-        ``q_h . (W_k x + b_k) = (W_k^T q_h) . x + q_h . b_k``; the second term is the same for every
-        image token and cancels in the softmax, so the image tokens are never projected.
-        """
-        nh = self.num_heads
-        b, t, _ = queries.shape
-        q = _heads(attn.q_proj(queries), nh)  # (B, h, T, c)
-        c = q.shape[-1]
-        wk = attn.k_proj.weight.reshape(nh, c, -1)  # (h, c, C)
-        return torch.matmul(q * (1.0 / math.sqrt(c)), wk.unsqueeze(0)).reshape(b, nh * t, -1)
-
-    def _t2i_output(self, attn: nn.Module, mixed: Tensor, t: int) -> Tensor:
-        """Output of token->image attention from ``mixed`` = attention-weighted image tokens (B, h*T, C)."""
-        nh = self.num_heads
-        b = mixed.shape[0]
-        c = attn.v_proj.weight.shape[0] // nh
-        wv = attn.v_proj.weight.reshape(nh, c, -1)
-        out = torch.matmul(mixed.reshape(b, nh, t, -1), wv.transpose(1, 2).unsqueeze(0))  # (B, h, T, c)
-        out = out + attn.v_proj.bias.reshape(nh, 1, c)
-        return attn.out_proj(out.transpose(1, 2).reshape(b, t, nh * c))
-
-    # ------------------------------------------------------------------ image -> token
     def _i2t_values(self, attn: nn.Module, queries: Tensor) -> Tensor:
-        """Token values with the output projection folded in: (B, h*T, C).
+        """Image->token values with the output projection folded in: (B, h*T, C).
 
         Each head's attention weights sum to 1, so the output bias is spread as ``bias / heads`` over
-        every value row and the image-sized output needs no separate bias pass.
+        every value row: the update of an image token is ``A_j @ values``.
         """
         nh = self.num_heads
-        b, t, _ = queries.shape
-        v = _heads(attn.v_proj(queries), nh)  # (B, h, T, c)
-        c = v.shape[-1]
+        v = self._project(attn.v_proj, queries)  # (B, h, T, c)
+        b, _, t, c = v.shape
         wo = attn.out_proj.weight.reshape(-1, nh, c).permute(1, 2, 0)  # (h, c, C)
         values = torch.matmul(v, wo.unsqueeze(0)).reshape(b, nh * t, -1)
         return values.add_(attn.out_proj.bias / nh)
-
-    def _fused_pass(self, layer: nn.Module, queries: Tensor, tokens: Tensor, ctx: ImageContext,
-                    keys: list[Tensor] | None, next_query: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Layer's image->token update of all image tokens, fused with the next token->image attention.
-
-        Row tiles of image tokens: ``keys = norm4(keys + attn_i2t(keys + pe, queries))`` (layer 0, with
-        ``keys`` None, uses the shared image queries of ``ctx``), then each new tile is attended to by
-        ``next_query`` (from :meth:`_t2i_query`) with an online softmax, while the tile is in cache.
-        Returns the new key tiles and the attention-weighted image tokens (B, h*T, C) for
-        :meth:`_t2i_output`.
-        """
-        attn, norm = layer.cross_attn_image_to_token, layer.norm4
-        nh = self.num_heads
-        b, t, _ = queries.shape
-        dim = ctx.keys0.shape[1]
-        k = _heads(attn.k_proj(queries + tokens), nh)  # (B, h, T, c)
-        c = k.shape[-1]
-        k = k * (1.0 / math.sqrt(c))
-        values = self._i2t_values(attn, queries)  # (B, hT, C)
-        shared = keys is None
-        if shared:
-            k_shared = k.transpose(0, 1).reshape(nh, b * t, c)
-        else:
-            wq = attn.q_proj.weight.reshape(nh, c, -1)  # (h, c, C): scores = m @ (keys + pe)^T + bias
-            m = torch.matmul(k, wq.unsqueeze(0)).reshape(b, nh * t, -1)
-            bias = torch.matmul(k, attn.q_proj.bias.reshape(nh, c, 1)).reshape(b, nh * t, 1)
-        mixer = _OnlineAttention()
-        new_keys = []
-        tiles = self._tiles(b, ctx.grid)
-        rows = max(r1 - r0 for r0, r1 in tiles)
-        work = torch.empty(2, b, rows, dim, device=queries.device, dtype=queries.dtype)  # reused
-        for i, (r0, r1) in enumerate(tiles):
-            with_pe, update = work[0, :, : r1 - r0], work[1, :, : r1 - r0]
-            pe = ctx.pe[r0:r1]
-            if shared:
-                scores = torch.bmm(k_shared, ctx.i2t_q0[:, r0:r1].transpose(1, 2))  # (h, BT, R)
-                weights = scores.view(nh, b, t, -1).softmax(dim=2).transpose(0, 1).reshape(b, nh * t, -1)
-                residual = ctx.keys0[r0:r1]
-            else:
-                residual = keys[i]
-                torch.add(residual, pe, out=with_pe)
-                scores = torch.baddbmm(bias, m, with_pe.transpose(1, 2))  # (B, hT, R)
-                weights = scores.view(b, nh, t, -1).softmax(dim=2).view(b, nh * t, -1)
-            torch.bmm(weights.transpose(1, 2), values, out=update).add_(residual)  # (B, R, C)
-            new = F.layer_norm(update, (dim,), norm.weight, norm.bias, norm.eps)
-            new_keys.append(new)
-            torch.add(new, pe, out=with_pe)
-            mixer.add(torch.bmm(next_query, with_pe.transpose(1, 2)), new)
-        return new_keys, mixer.result()
-
-    # ------------------------------------------------------------------ transformer
-    @torch.no_grad()
-    def transform(self, ctx: ImageContext, sparse: Tensor, multimask: bool = True) -> DecoderState:
-        """Run the two-way transformer for ``sparse`` prompt embeddings (B, N, C).
-
-        The final token->image attention treats tokens independently and only the IoU token and the
-        mask tokens that will be read leave the transformer, so it runs for those alone: with
-        ``multimask`` the three multimask tokens (SAM's ``multimask_output=True``), else all.
-        """
-        dec, tr = self.decoder, self.transformer
-        b = sparse.shape[0]
-        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
-        layers = list(tr.layers)
-        token_ids = list(range(1 if multimask else 0, dec.num_mask_tokens))
-        final_rows = [0] + [1 + i for i in token_ids]  # IoU token, then the mask tokens read
-        queries = self._self_attention(layers[0], tokens, tokens)
-        out = self._t2i_shared(layers[0].cross_attn_token_to_image, queries + tokens, ctx.t2i_k0, ctx.t2i_v0)
-        queries = self._token_mlp(layers[0], queries, out)
-        keys = None
-        for i, layer in enumerate(layers):
-            if i + 1 < len(layers):  # the next layer's token side up to its token->image attention
-                nxt = layers[i + 1]
-                pre = self._self_attention(nxt, queries, tokens)
-                t2i = nxt.cross_attn_token_to_image
-            else:
-                pre = queries[:, final_rows]
-                t2i = tr.final_attn_token_to_image
-            query_pe = pre + (tokens if i + 1 < len(layers) else tokens[:, final_rows])
-            keys, mixed = self._fused_pass(layer, queries, tokens, ctx, keys, self._t2i_query(t2i, query_pe))
-            out = self._t2i_output(t2i, mixed, pre.shape[1])
-            if i + 1 < len(layers):
-                queries = self._token_mlp(layers[i + 1], pre, out)
-            else:
-                queries = tr.norm_final_attn(pre + out)
-        iou = dec.iou_prediction_head(queries[:, 0, :])
-        return DecoderState(iou=iou, mask_tokens=queries[:, 1:], key_tiles=keys, token_ids=token_ids)
 
     @staticmethod
     def _self_attention(layer: nn.Module, queries: Tensor, tokens: Tensor) -> Tensor:
@@ -288,6 +311,170 @@ class FastMaskDecoder:
     def _token_mlp(layer: nn.Module, queries: Tensor, t2i_out: Tensor) -> Tensor:
         queries = layer.norm2(queries + t2i_out)
         return layer.norm3(queries + layer.mlp(queries))
+
+    def _attn_output(self, attn: nn.Module, mixed: Tensor) -> Tensor:
+        """``out_proj`` of per-head attention outputs (B, heads * T, c) -> (B, T, C)."""
+        b, ht, c = mixed.shape
+        t = ht // self.num_heads
+        return attn.out_proj(mixed.view(b, self.num_heads, t, c).transpose(1, 2).reshape(b, t, -1))
+
+    # ------------------------------------------------------------------ transformer
+    @torch.no_grad()
+    def transform(self, ctx: ImageContext, sparse: Tensor, multimask: bool = True) -> DecoderState:
+        """Run the two-way transformer for ``sparse`` prompt embeddings (B, N, C).
+
+        The final token->image attention treats tokens independently and only the IoU token and the
+        mask tokens that will be read leave the transformer, so it runs for those alone: with
+        ``multimask`` the three multimask tokens (SAM's ``multimask_output=True``), else all.
+        """
+        dec, tr = self.decoder, self.transformer
+        l0, l1 = tr.layers
+        final = tr.final_attn_token_to_image
+        nh = self.num_heads
+        g0, beta0, eps0 = l0.norm4.weight, l0.norm4.bias, l0.norm4.eps
+        g1, beta1, eps1 = l1.norm4.weight, l1.norm4.bias, l1.norm4.eps
+        b = sparse.shape[0]
+        n = ctx.grid[0] * ctx.grid[1]
+        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+        tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        t = tokens.shape[1]
+        token_ids = list(range(1 if multimask else 0, dec.num_mask_tokens))
+        final_rows = [0] + [1 + i for i in token_ids]  # IoU token, then the mask tokens read
+
+        # layer 0, token side (the image tokens are the plain embedding: shared keys and values)
+        queries = self._self_attention(l0, tokens, tokens)
+        out = self._t2i_shared(l0.cross_attn_token_to_image, queries + tokens, ctx.t2i_k0, ctx.t2i_v0)
+        queries = self._token_mlp(l0, queries, out)
+        i2t0 = l0.cross_attn_image_to_token
+        c = i2t0.k_proj.weight.shape[0] // nh
+        k0 = self._project(i2t0.k_proj, queries + tokens, 1.0 / math.sqrt(c))  # (B, h, T, c)
+        v0 = self._project(i2t0.v_proj, queries)  # (B, h, T, c)
+        values0 = self._i2t_values(i2t0, queries)  # V0 (B, hT, C)
+        mean_v0 = values0.mean(-1)  # (B, hT)
+        vt0 = values0 - mean_v0[..., None]  # V0, rows centred
+        vg0 = _centre(g0 * vt0)  # rows of the layer-1 shared part's per-prompt counterpart
+        gram0 = vt0 @ vt0.transpose(1, 2)
+        dim = values0.shape[-1]
+
+        # layer 1: self-attention, then token->image attention over the layer-0 image tokens
+        t2i1, i2t1 = l1.cross_attn_token_to_image, l1.cross_attn_image_to_token
+        pre = self._self_attention(l1, queries, tokens)
+        q1 = self._project(t2i1.q_proj, pre + tokens, 1.0 / math.sqrt(c))
+        h1 = self._per_head(g0 * vt0, t2i1.k_proj.weight, q1)  # (B, hT, hT)
+        # X = [A0 * s0; A1] (image->token weights of both layers, A0 scaled by the layer-0 1/std) and
+        # s0, s1 (the 1/std of both updates) are what the final image tokens need per prompt
+        x01 = sparse.new_empty(b, 2 * nh * t, n)
+        s01 = sparse.new_empty(b, 2, n)
+        q = nh * t
+        sh, sc = ctx.heads, ctx.scalars
+        mats0 = torch.cat([gram0, h1.transpose(1, 2)], 1)  # (B, 2hT, hT): both act on A0
+        online = _Online()
+        acc_p = acc_a = None
+        for r0, r1 in self._tiles(b, ctx.grid):
+            a0 = _softmax_heads(_head_scores(sh["q0"][..., r0:r1], k0), nh)  # (B, hT, R)
+            m0 = torch.bmm(mats0, a0)
+            s0 = s01[:, :1, r0:r1]
+            self._layer0_stats(a0, _head_scores(sh["o0"][..., r0:r1], v0), m0, sc, r0, dim, eps0, s0,
+                               x01[:, :q, r0:r1])
+            scores = _head_products(q1, sh["k1"][..., r0:r1], sh["k1_pe"][..., r0:r1], m0[:, nh * t:], s0)
+            ps, scale = online.add(scores, s0)  # (B, hT, R), the weights times s0
+            acc_p = _accumulate(acc_p, scale, _head_sums(ps, sh["v1"][..., r0:r1]))
+            acc_a = _accumulate(acc_a, scale, torch.bmm(ps, a0.transpose(1, 2)))
+        f1 = (g0 * vt0) @ t2i1.v_proj.weight.t()  # (B, hT, h*c)
+        mixed = acc_p + _head_blocks_take(torch.bmm(acc_a, f1), nh, t)
+        mixed = mixed / online.sum
+        mixed = mixed + _bias_rows(F.linear(beta0, t2i1.v_proj.weight, t2i1.v_proj.bias), nh, t)
+        queries = self._token_mlp(l1, pre, self._attn_output(t2i1, mixed))
+
+        # layer 1, image->token update, and the final token->image attention
+        k1 = self._project(i2t1.k_proj, queries + tokens, 1.0 / math.sqrt(c))
+        v1 = self._project(i2t1.v_proj, queries)
+        values1 = self._i2t_values(i2t1, queries)
+        vt1 = _centre(values1)
+        rows01 = torch.cat([vg0, vt1], 1)  # (B, 2hT, C): the per-prompt rows of the final image tokens
+        bt0 = _centre(beta0)
+        beta_sq = (bt0 * bt0).sum()
+        pre_f = queries[:, final_rows]
+        cf = final.q_proj.weight.shape[0] // nh
+        tf = len(final_rows)
+        qf = self._project(final.q_proj, pre_f + tokens[:, final_rows], 1.0 / math.sqrt(cf))
+        kf_beta = _head_blocks((g1 * bt0 @ final.k_proj.weight.t()).expand(b, 1, -1), qf).transpose(1, 2)
+        # act on X = [A0 * s0; A1]: Gram of the rows (variance), their dot with beta0, final attention keys
+        mats = torch.cat([rows01 @ rows01.transpose(1, 2), (rows01 @ bt0)[:, None],
+                          self._per_head(g1 * rows01, final.k_proj.weight, qf).transpose(1, 2)], 1)
+        h1b_t = self._per_head(g0 * vt0, i2t1.q_proj.weight, k1).transpose(1, 2)
+        online = _Online()
+        acc_p = acc_x = acc_c = None
+        for r0, r1 in self._tiles(b, ctx.grid):
+            x, s0 = x01[..., r0:r1], s01[:, :1, r0:r1]
+            scores = _head_products(k1, sh["q1"][..., r0:r1], sh["q1_pe"][..., r0:r1], None, s0)
+            scores.baddbmm_(h1b_t, x[:, :q])
+            x[:, q:] = _softmax_heads(scores, nh)  # A1
+            m = torch.bmm(mats, x)  # (B, 2q + 1 + h*Tf, R)
+            s1 = s01[:, 1:, r0:r1]
+            self._layer1_stats(x, _head_scores(sh["go0"][..., r0:r1], v0), _head_scores(sh["o1"][..., r0:r1], v1),
+                               m, s0, s1, sc, r0, mean_v0, float(beta_sq), dim, eps1)
+            m[:, 2 * q + 1:] += kf_beta
+            scores = _head_products(qf, sh["kf"][..., r0:r1], None, None, s0).add_(m[:, 2 * q + 1:]).mul_(s1)
+            scores = _head_products(qf, sh["kf_pe"][..., r0:r1], None, scores)
+            p1, scale = online.add(scores, s1)  # (B, h*Tf, R), the weights times s1
+            acc_p = _accumulate(acc_p, scale, _head_sums(p1 * s0, sh["vf"][..., r0:r1]))
+            acc_x = _accumulate(acc_x, scale, torch.bmm(p1, x.transpose(1, 2)))
+            acc_c = _accumulate(acc_c, scale, p1.sum(2, keepdim=True))
+        wv = final.v_proj.weight.t()
+        mixed = (acc_p + _head_blocks_take(torch.bmm(acc_x, (g1 * rows01) @ wv), nh, tf)
+                 + acc_c * _bias_rows((g1 * bt0) @ wv, nh, tf)) / online.sum
+        mixed = mixed + _bias_rows(F.linear(beta1, final.v_proj.weight, final.v_proj.bias), nh, tf)
+        queries = tr.norm_final_attn(pre_f + self._attn_output(final, mixed))
+        iou = dec.iou_prediction_head(queries[:, 0, :])
+        w1, b1 = self._up_weights_for(sparse)[:2]
+        up_rows = torch.cat([(g1 * rows01) @ w1.t(), ((g1 * bt0) @ w1.t()).expand(b, 1, -1)], 1)
+        up_const = F.linear(beta1, w1, b1)
+        return DecoderState(iou=iou, mask_tokens=queries[:, 1:], token_ids=token_ids, weights=x01,
+                            inv_std=s01, up_rows=up_rows, up_const=up_const)
+
+    @staticmethod
+    def _layer0_stats(a0: Tensor, o: Tensor, m0: Tensor, sc: dict[str, Tensor], r0: int, dim: int, eps: float,
+                      s0: Tensor, x0: Tensor) -> None:
+        """Layer-0 update's 1/std ``s0`` (B, 1, R) and ``x0 = A0 * s0`` (written in place) from the
+        expansion ``|r + A0 V0|^2 = |r|^2 + 2 A0.(r V0^T) + A0 (V0 V0^T) A0^T`` (rows centred):
+        ``o`` = r . V0 rows without the bias part, ``m0[:, :Q]`` = (V0 V0^T) A0."""
+        b, q, r = a0.shape
+        if native.usable(a0, o, m0, s0, x0) and a0.is_contiguous() and o.is_contiguous():
+            native.kernels().layer0_stats(
+                a0.data_ptr(), o.data_ptr(), m0.data_ptr(), m0.stride(0), b, q, r, sc["r0_sq"][r0:].data_ptr(),
+                sc["r0_bo0"][r0:].data_ptr(), float(dim), float(eps), s0.data_ptr(), s0.stride(0),
+                x0.data_ptr(), x0.stride(0), x0.stride(1))
+            return
+        cross = (a0 * o).sum(1).add_(sc["r0_bo0"][r0:r0 + r])
+        var = (sc["r0_sq"][r0:r0 + r] + 2 * cross + (a0 * m0[:, :q]).sum(1)) / dim
+        s0.copy_(torch.rsqrt(var.add_(eps)).unsqueeze(1))
+        torch.mul(a0, s0, out=x0)
+
+    @staticmethod
+    def _layer1_stats(x: Tensor, y0: Tensor, y1: Tensor, m: Tensor, s0: Tensor, s1: Tensor, sc: dict[str, Tensor],
+                      r0: int, mean_v0: Tensor, beta_sq: float, dim: int, eps: float) -> None:
+        """Layer-1 update's 1/std ``s1`` (B, 1, R), written in place, from the expansion of
+        ``|new + A1 V1|^2`` over ``X = [A0 * s0; A1]`` (see the module docstring): ``y0``, ``y1`` the
+        shared part's dot products with the rows, ``m[:, :2Q]`` = Gram @ X, ``m[:, 2Q]`` = beta . X."""
+        b, q2, r = x.shape
+        q = q2 // 2
+        if native.usable(x, y0, y1, m, s0, s1) and y0.is_contiguous() and y1.is_contiguous() \
+                and x.stride(-1) == 1 and m.stride(-1) == 1 and m.stride(1) == r:
+            native.kernels().layer1_stats(
+                x.data_ptr(), x.stride(0), x.stride(1), y0.data_ptr(), y1.data_ptr(), m.data_ptr(), m.stride(0),
+                s0.data_ptr(), s1.data_ptr(), s0.stride(0), b, q, r, sc["rg_sq"][r0:].data_ptr(),
+                sc["rg_beta0"][r0:].data_ptr(), sc["grg_bo0"][r0:].data_ptr(), sc["grg_sum"][r0:].data_ptr(),
+                sc["rg_bo1"][r0:].data_ptr(), mean_v0.contiguous().data_ptr(), float(beta_sq), float(dim),
+                float(eps))
+            return
+        y0 = y0 + sc["grg_bo0"][r0:r0 + r] - sc["grg_sum"][r0:r0 + r] * mean_v0[..., None]  # rg . Vg0 rows
+        y1 = y1 + sc["rg_bo1"][r0:r0 + r]  # rg . Vt1 rows
+        s0v = s0[:, 0]
+        lin = (x[:, :q] * y0).sum(1) + (x[:, q:] * y1).sum(1)
+        var = s0v * (s0v * sc["rg_sq"][r0:r0 + r] + 2 * sc["rg_beta0"][r0:r0 + r] + 2 * lin)
+        var += (x * m[:, : 2 * q]).sum(1) + 2 * m[:, 2 * q] + beta_sq
+        s1.copy_(torch.rsqrt(var.div_(dim).add_(eps)).unsqueeze(1))
 
     # ------------------------------------------------------------------ masks
     def _upscaling_weights(self) -> tuple[Tensor, ...]:
@@ -302,7 +489,7 @@ class FastMaskDecoder:
         return tuple(mats)
 
     @torch.no_grad()
-    def masks(self, state: DecoderState, grid: tuple[int, int], index: Tensor | None = None,
+    def masks(self, state: DecoderState, ctx: ImageContext, index: Tensor | None = None,
               token_ids: list[int] | None = None, valid: tuple[int, int] | None = None) -> Tensor:
         """Low-res mask logits (B', M, 4*gh, 4*gw) for prompts ``index`` (default all) and the mask
         tokens ``token_ids`` (default all that ``state`` holds).
@@ -313,31 +500,41 @@ class FastMaskDecoder:
         dec = self.decoder
         token_ids = token_ids if token_ids is not None else state.token_ids
         tokens = state.mask_tokens[:, [state.token_ids.index(i) for i in token_ids]]
-        tiles = state.key_tiles
+        weights, inv_std, rows = state.weights, state.inv_std, state.up_rows
         if index is not None:
-            tokens = tokens[index]
-        h, w = grid
-        gh, gw = valid or grid
-        b, c = tokens.shape[0], tiles[0].shape[-1]
+            tokens, weights, inv_std, rows = tokens[index], weights[index], inv_std[index], rows[index]
+        h, w = ctx.grid
+        gh, gw = valid or ctx.grid
+        b = tokens.shape[0]
         mlps = dec.output_hypernetworks_mlps
         hyper = torch.stack([mlps[i](tokens[:, j]) for j, i in enumerate(token_ids)], 1)
         hyper_t = hyper.transpose(1, 2)  # (B, C2, M)
         _, ln, act1, _, act2 = dec.output_upscaling
-        w1, b1, w2, b2 = self._up_weights_for(tiles[0])
-        c1, c2 = w1.shape[0] // 4, w2.shape[0] // 4
-        linear, linear_gelu = _onednn_linears(tiles[0], act2)
-        out = torch.empty(b, gh, gw * 16, len(token_ids), device=hyper.device, dtype=hyper.dtype)
-        y0 = 0
-        for tile in tiles:
-            y1 = min(gh, y0 + tile.shape[1] // w)
-            if y1 > y0:
-                x = tile if index is None else tile[index]
-                x = x.view(b, -1, w, c)[:, : y1 - y0, :gw].reshape(-1, c)
-                x = linear(x, w1, b1).view(-1, 4, c1)
-                x = act1(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)).view(-1, c1)
-                x = linear_gelu(x, w2, b2)
-                out[:, y0:y1] = torch.bmm(x.view(b, -1, c2), hyper_t).view(b, y1 - y0, -1, len(token_ids))
-            y0 += tile.shape[1] // w
+        _, _, w2, b2 = self._up_weights_for(tokens)
+        c1, c2 = ctx.up.shape[1] // 4, w2.shape[0] // 4
+        _, linear_gelu = _onednn_linears(tokens, act2)
+        m = len(token_ids)
+        fused = native.usable(hyper)  # the masks go straight to the pixel layout
+        out = hyper.new_empty(b, m, 4 * gh, 4 * gw) if fused else \
+            torch.empty(b, gh, gw * 16, m, device=hyper.device, dtype=hyper.dtype)
+        step = max(1, self.tile // max(b, 1) // w)
+        for y0 in range(0, gh, step):
+            y1 = min(gh, y0 + step)
+            sel = slice(y0 * w, y1 * w)
+            s0, s1 = inv_std[:, :1, sel], inv_std[:, 1:, sel]
+            coef = torch.cat([weights[..., sel] * s1, s1], 1).transpose(1, 2)  # (B, R, 2 * 56 + 1)
+            x = torch.baddbmm(state.up_const, coef, rows)  # (B, R, 4*C1)
+            x.addcmul_((s0 * s1).transpose(1, 2), ctx.up[sel])
+            x = x.view(b, y1 - y0, w, -1)[:, :, :gw].reshape(-1, 4, c1)
+            x = act1(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)).view(-1, c1)
+            x = linear_gelu(x, w2, b2)
+            if fused:  # (B, M, rows, gw, 4, 4) in sub-pixel order, unshuffled into the pixel layout
+                logits = torch.bmm(hyper, x.view(b, -1, c2).transpose(1, 2))
+                native.kernels().unshuffle_masks(logits.data_ptr(), b, m, y1 - y0, gw, out.data_ptr(), 4 * gh, 4 * gw, y0)
+            else:
+                out[:, y0:y1] = torch.bmm(x.view(b, -1, c2), hyper_t).view(b, y1 - y0, -1, m)
+        if fused:
+            return out
         # (B, gh, gw, a, b, a', b', M) with row 4y+2a+a', column 4x+2b+b' -> (B, M, 4gh, 4gw)
         out = out.view(b, gh, gw, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return out.reshape(b, -1, 4 * gh, 4 * gw)
@@ -347,6 +544,20 @@ class FastMaskDecoder:
         if weights is None or weights[0].device != like.device or weights[0].dtype != like.dtype:
             weights = self._up_weights = tuple(t.to(like) for t in self._upscaling_weights())
         return weights
+
+
+def _head_blocks_take(x: Tensor, num_heads: int, t: int) -> Tensor:
+    """From (B, heads * T, heads * c) keep each row's own head block: (B, heads * T, c)."""
+    b, _, hc = x.shape
+    c = hc // num_heads
+    x = x.view(b, num_heads, t, num_heads, c)
+    return torch.diagonal(x, dim1=1, dim2=3).permute(0, 3, 1, 2).reshape(b, num_heads * t, c)
+
+
+def _bias_rows(vector: Tensor, num_heads: int, t: int) -> Tensor:
+    """A (heads * c,) vector as per-head rows (1, heads * T, c), each head's block repeated T times."""
+    c = vector.shape[-1] // num_heads
+    return vector.view(num_heads, 1, c).expand(num_heads, t, c).reshape(1, num_heads * t, c)
 
 
 _ONEDNN_OK: bool | None = None

@@ -1,0 +1,86 @@
+"""Builds and loads the fused CPU loops of ``kernels.c`` (used by the fast mask generator on CPU).
+
+The C file is compiled once per machine with the system C compiler (``cc -O3 -march=native``) into
+``~/.cache/goodsam/kernels/`` (named by a hash of the source and the compiler flags) and loaded with
+ctypes: no PyTorch headers, so a build takes a second or two. Without a C compiler, or with
+``GOODSAM_NATIVE=0``, :func:`kernels` returns None and callers use their PyTorch path (same results
+up to float rounding, slower).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from goodsam.assets import user_cache_dir
+
+SOURCE = Path(__file__).with_name("kernels.c")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-std=c11")
+
+_lock = threading.Lock()
+_loaded: dict[str, object] = {}
+
+
+def _build(target: Path) -> None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        raise OSError("no C compiler")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(out), "-lm"], check=True,
+                       capture_output=True, timeout=300)
+        os.replace(out, target)  # atomic: concurrent builders never see a half-written library
+
+
+def _load() -> object | None:
+    if os.environ.get("GOODSAM_NATIVE", "1") == "0":
+        return None
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    target = user_cache_dir() / "kernels" / f"goodsam_kernels_{digest}.so"
+    try:
+        if not target.exists():
+            _build(target)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    p, i, i64, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+    lib.head_products.argtypes = [p, p, i64, i, i, i, p, i, i, p, i64, p, i64, p]
+    lib.softmax_heads.argtypes = [p, i, i, i, i]
+    lib.online_softmax.argtypes = [p, i, i, i, p, p, p, i, p, i64]
+    lib.stability_counts.argtypes = [p, i, i, i, p, p, i, i, f, f, p, p]
+    lib.layer0_stats.argtypes = [p, p, p, i64, i, i, i, p, p, f, f, p, i64, p, i64, i64]
+    lib.layer1_stats.argtypes = [p, i64, i64, p, p, p, i64, p, p, i64, i, i, i, p, p, p, p, p, p, f, f, f]
+    lib.unshuffle_masks.argtypes = [p, i, i, i, i, p, i, i, i]
+    lib.threshold_masks.argtypes = [p, i, i, i, p, p, i, i, f, p, p]
+    for fn in (lib.threshold_masks, lib.unshuffle_masks, lib.head_products, lib.softmax_heads, lib.online_softmax, lib.stability_counts,
+               lib.layer0_stats, lib.layer1_stats):
+        fn.restype = None
+    return lib
+
+
+def kernels() -> object | None:
+    """The loaded library (built on first use), or None where it cannot be built."""
+    with _lock:
+        if "lib" not in _loaded:
+            _loaded["lib"] = _load()
+        return _loaded["lib"]
+
+
+def usable(*tensors: Tensor) -> bool:
+    """True if the kernels are available and every tensor is a CPU float32 tensor."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and kernels() is not None
+
+
+def ptr(t: Tensor | None) -> int | None:
+    """Data pointer of ``t`` (None for None)."""
+    return None if t is None else t.data_ptr()
