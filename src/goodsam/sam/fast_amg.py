@@ -328,7 +328,8 @@ class FastMaskGenerator(MaskGenerator):
         self.settings = settings.validate()
         model = sam.model
         on_gpu = sam.device.type == "cuda"
-        self.decoder = FastMaskDecoder(model.mask_decoder, tile=1 << 16 if on_gpu else 4096)
+        self.decoder = FastMaskDecoder(model.mask_decoder, tile=1 << 16 if on_gpu else 4096,
+                                       mask_tile=1 << 16 if on_gpu else 2048)
         self.predictor = sam.package.SamPredictor(model)
         amg_utils = import_module(f"{sam.package.__name__}.utils.amg")
         self.point_grids = amg_utils.build_all_layer_point_grids(settings.points_per_side,

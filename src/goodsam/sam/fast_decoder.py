@@ -191,7 +191,7 @@ class DecoderState:
     mask_tokens: Tensor  # (B, len(token_ids), C) final state of the mask tokens ``token_ids``
     token_ids: list[int]
     weights: Tensor  # (B, 2 * 56, HW) X = [A0 * s0; A1], see :meth:`FastMaskDecoder.masks`
-    inv_std: Tensor  # (B, 2, HW) s0, s1: 1 / std of the two image-token updates
+    inv_std: Tensor  # (B, 3, HW) s0, s1: 1 / std of the two image-token updates (and a variance term)
     up_rows: Tensor  # (B, 2 * 56 + 1, 4 * C1) per-prompt rows of the upscaler's first step
     up_const: Tensor  # (4 * C1,) constant of the upscaler's first step
 
@@ -199,10 +199,11 @@ class DecoderState:
 class FastMaskDecoder:
     """Wraps a SAM ``MaskDecoder`` (with its two-layer ``TwoWayTransformer``) for batched point prompts.
 
-    ``tile``: image tokens x prompts processed at once (cache-sized on CPU; a GPU wants it large).
+    ``tile``: image tokens x prompts processed at once by the transformer (cache-sized on CPU; a GPU
+    wants it large); ``mask_tile``: the same for the upscaler (default ``tile``).
     """
 
-    def __init__(self, decoder: nn.Module, tile: int = 2048) -> None:
+    def __init__(self, decoder: nn.Module, tile: int = 2048, mask_tile: int | None = None) -> None:
         transformer = decoder.transformer
         if len(transformer.layers) != 2:
             raise ValueError(f"FastMaskDecoder needs SAM's two-layer transformer, got {len(transformer.layers)}")
@@ -210,6 +211,7 @@ class FastMaskDecoder:
         self.transformer = transformer
         self.num_heads = transformer.num_heads
         self.tile = tile
+        self.mask_tile = mask_tile or tile
         self._up_weights: tuple[Tensor, ...] | None = None
 
     # ------------------------------------------------------------------ per image
@@ -268,8 +270,8 @@ class FastMaskDecoder:
 
     # ------------------------------------------------------------------ token side
     def _project(self, linear: nn.Linear, x: Tensor, scale: float = 1.0) -> Tensor:
-        """Per-head projection (B, heads, T, c) of token states ``x`` (B, T, C)."""
-        return _heads(linear(x) * scale, self.num_heads)
+        """Per-head projection (B, heads, T, c) of token states ``x`` (B, T, C), contiguous."""
+        return _heads(linear(x) * scale, self.num_heads).contiguous()
 
     def _per_head(self, rows: Tensor, weight: Tensor, vectors: Tensor) -> Tensor:
         """``rows`` (B, n, C) through a projection ``weight`` (heads * c, C), dotted per head with
@@ -283,8 +285,10 @@ class FastMaskDecoder:
         q = _heads(attn.q_proj(queries), nh)  # (B, h, T, c)
         c = q.shape[-1]
         q = (q * (1.0 / math.sqrt(c))).transpose(0, 1).reshape(nh, b * t, c)
-        weights = _softmax(torch.bmm(q, k.transpose(1, 2)))  # (h, BT, HW)
-        out = torch.bmm(weights, v).view(nh, b, t, c).permute(1, 2, 0, 3).reshape(b, t, nh * c)
+        scores = torch.bmm(q, k.transpose(1, 2))  # (h, BT, HW)
+        online = _Online()
+        weights, _ = online.add(scores)  # unnormalised, one tile: the whole image
+        out = (torch.bmm(weights, v) / online.sum).view(nh, b, t, c).permute(1, 2, 0, 3).reshape(b, t, nh * c)
         return attn.out_proj(out)
 
     def _i2t_values(self, attn: nn.Module, queries: Tensor) -> Tensor:
@@ -364,10 +368,10 @@ class FastMaskDecoder:
         # X = [A0 * s0; A1] (image->token weights of both layers, A0 scaled by the layer-0 1/std) and
         # s0, s1 (the 1/std of both updates) are what the final image tokens need per prompt
         x01 = sparse.new_empty(b, 2 * nh * t, n)
-        s01 = sparse.new_empty(b, 2, n)
+        s01 = sparse.new_empty(b, 3, n)  # s0, s1, and A0 (Vg0 Vg0^T) A0^T for the layer-1 variance
         q = nh * t
         sh, sc = ctx.heads, ctx.scalars
-        mats0 = torch.cat([gram0, h1.transpose(1, 2)], 1)  # (B, 2hT, hT): both act on A0
+        mats0 = torch.cat([gram0, h1.transpose(1, 2), vg0 @ vg0.transpose(1, 2)], 1)  # (B, 3hT, hT): act on A0
         online = _Online()
         acc_p = acc_a = None
         for r0, r1 in self._tiles(b, ctx.grid):
@@ -375,8 +379,8 @@ class FastMaskDecoder:
             m0 = torch.bmm(mats0, a0)
             s0 = s01[:, :1, r0:r1]
             self._layer0_stats(a0, _head_scores(sh["o0"][..., r0:r1], v0), m0, sc, r0, dim, eps0, s0,
-                               x01[:, :q, r0:r1])
-            scores = _head_products(q1, sh["k1"][..., r0:r1], sh["k1_pe"][..., r0:r1], m0[:, nh * t:], s0)
+                               x01[:, :q, r0:r1], s01[:, 2:, r0:r1])
+            scores = _head_products(q1, sh["k1"][..., r0:r1], sh["k1_pe"][..., r0:r1], m0[:, q:2 * q], s0)
             ps, scale = online.add(scores, s0)  # (B, hT, R), the weights times s0
             acc_p = _accumulate(acc_p, scale, _head_sums(ps, sh["v1"][..., r0:r1]))
             acc_a = _accumulate(acc_a, scale, torch.bmm(ps, a0.transpose(1, 2)))
@@ -399,8 +403,9 @@ class FastMaskDecoder:
         tf = len(final_rows)
         qf = self._project(final.q_proj, pre_f + tokens[:, final_rows], 1.0 / math.sqrt(cf))
         kf_beta = _head_blocks((g1 * bt0 @ final.k_proj.weight.t()).expand(b, 1, -1), qf).transpose(1, 2)
-        # act on X = [A0 * s0; A1]: Gram of the rows (variance), their dot with beta0, final attention keys
-        mats = torch.cat([rows01 @ rows01.transpose(1, 2), (rows01 @ bt0)[:, None],
+        # act on X = [A0 * s0; A1]: the A1 rows of the Gram of the rows (variance; the A0 block is done),
+        # the rows' dot with beta0, the final attention keys
+        mats = torch.cat([vt1 @ torch.cat([2 * vg0, vt1], 1).transpose(1, 2), (rows01 @ bt0)[:, None],
                           self._per_head(g1 * rows01, final.k_proj.weight, qf).transpose(1, 2)], 1)
         h1b_t = self._per_head(g0 * vt0, i2t1.q_proj.weight, k1).transpose(1, 2)
         online = _Online()
@@ -410,12 +415,12 @@ class FastMaskDecoder:
             scores = _head_products(k1, sh["q1"][..., r0:r1], sh["q1_pe"][..., r0:r1], None, s0)
             scores.baddbmm_(h1b_t, x[:, :q])
             x[:, q:] = _softmax_heads(scores, nh)  # A1
-            m = torch.bmm(mats, x)  # (B, 2q + 1 + h*Tf, R)
-            s1 = s01[:, 1:, r0:r1]
+            m = torch.bmm(mats, x)  # (B, q + 1 + h*Tf, R)
+            s1 = s01[:, 1:2, r0:r1]
             self._layer1_stats(x, _head_scores(sh["go0"][..., r0:r1], v0), _head_scores(sh["o1"][..., r0:r1], v1),
-                               m, s0, s1, sc, r0, mean_v0, float(beta_sq), dim, eps1)
-            m[:, 2 * q + 1:] += kf_beta
-            scores = _head_products(qf, sh["kf"][..., r0:r1], None, None, s0).add_(m[:, 2 * q + 1:]).mul_(s1)
+                               m, s0, s1, s01[:, 2:, r0:r1], sc, r0, mean_v0, float(beta_sq), dim, eps1)
+            m[:, q + 1:] += kf_beta
+            scores = _head_products(qf, sh["kf"][..., r0:r1], None, None, s0).add_(m[:, q + 1:]).mul_(s1)
             scores = _head_products(qf, sh["kf_pe"][..., r0:r1], None, scores)
             p1, scale = online.add(scores, s1)  # (B, h*Tf, R), the weights times s1
             acc_p = _accumulate(acc_p, scale, _head_sums(p1 * s0, sh["vf"][..., r0:r1]))
@@ -435,35 +440,37 @@ class FastMaskDecoder:
 
     @staticmethod
     def _layer0_stats(a0: Tensor, o: Tensor, m0: Tensor, sc: dict[str, Tensor], r0: int, dim: int, eps: float,
-                      s0: Tensor, x0: Tensor) -> None:
-        """Layer-0 update's 1/std ``s0`` (B, 1, R) and ``x0 = A0 * s0`` (written in place) from the
-        expansion ``|r + A0 V0|^2 = |r|^2 + 2 A0.(r V0^T) + A0 (V0 V0^T) A0^T`` (rows centred):
-        ``o`` = r . V0 rows without the bias part, ``m0[:, :Q]`` = (V0 V0^T) A0."""
+                      s0: Tensor, x0: Tensor, q_gg: Tensor) -> None:
+        """Layer-0 update's 1/std ``s0`` (B, 1, R), ``x0 = A0 * s0`` and ``q_gg = A0 Ggg A0^T`` (written in
+        place) from the expansion ``|r + A0 V0|^2 = |r|^2 + 2 A0.(r V0^T) + A0 (V0 V0^T) A0^T`` (rows
+        centred): ``o`` = r . V0 rows without the bias part, ``m0`` = [V0 V0^T; *; Ggg] @ A0."""
         b, q, r = a0.shape
-        if native.usable(a0, o, m0, s0, x0) and a0.is_contiguous() and o.is_contiguous():
+        if native.usable(a0, o, m0, s0, x0) and a0.is_contiguous() and o.is_contiguous() and m0.is_contiguous():
             native.kernels().layer0_stats(
                 a0.data_ptr(), o.data_ptr(), m0.data_ptr(), m0.stride(0), b, q, r, sc["r0_sq"][r0:].data_ptr(),
                 sc["r0_bo0"][r0:].data_ptr(), float(dim), float(eps), s0.data_ptr(), s0.stride(0),
-                x0.data_ptr(), x0.stride(0), x0.stride(1))
+                x0.data_ptr(), x0.stride(0), x0.stride(1), 2 * q, q_gg.data_ptr(), q_gg.stride(0))
             return
         cross = (a0 * o).sum(1).add_(sc["r0_bo0"][r0:r0 + r])
         var = (sc["r0_sq"][r0:r0 + r] + 2 * cross + (a0 * m0[:, :q]).sum(1)) / dim
         s0.copy_(torch.rsqrt(var.add_(eps)).unsqueeze(1))
         torch.mul(a0, s0, out=x0)
+        q_gg.copy_((a0 * m0[:, 2 * q:]).sum(1, keepdim=True))
 
     @staticmethod
-    def _layer1_stats(x: Tensor, y0: Tensor, y1: Tensor, m: Tensor, s0: Tensor, s1: Tensor, sc: dict[str, Tensor],
-                      r0: int, mean_v0: Tensor, beta_sq: float, dim: int, eps: float) -> None:
+    def _layer1_stats(x: Tensor, y0: Tensor, y1: Tensor, m: Tensor, s0: Tensor, s1: Tensor, q_gg: Tensor,
+                      sc: dict[str, Tensor], r0: int, mean_v0: Tensor, beta_sq: float, dim: int, eps: float) -> None:
         """Layer-1 update's 1/std ``s1`` (B, 1, R), written in place, from the expansion of
         ``|new + A1 V1|^2`` over ``X = [A0 * s0; A1]`` (see the module docstring): ``y0``, ``y1`` the
-        shared part's dot products with the rows, ``m[:, :2Q]`` = Gram @ X, ``m[:, 2Q]`` = beta . X."""
+        shared part's dot products with the rows, ``m[:, :Q]`` = the A1 rows of Gram @ X (with the
+        cross block doubled), ``m[:, Q]`` = beta . X, ``q_gg`` the A0 block's quadratic form."""
         b, q2, r = x.shape
         q = q2 // 2
         if native.usable(x, y0, y1, m, s0, s1) and y0.is_contiguous() and y1.is_contiguous() \
                 and x.stride(-1) == 1 and m.stride(-1) == 1 and m.stride(1) == r:
             native.kernels().layer1_stats(
                 x.data_ptr(), x.stride(0), x.stride(1), y0.data_ptr(), y1.data_ptr(), m.data_ptr(), m.stride(0),
-                s0.data_ptr(), s1.data_ptr(), s0.stride(0), b, q, r, sc["rg_sq"][r0:].data_ptr(),
+                s0.data_ptr(), s1.data_ptr(), q_gg.data_ptr(), s0.stride(0), b, q, r, sc["rg_sq"][r0:].data_ptr(),
                 sc["rg_beta0"][r0:].data_ptr(), sc["grg_bo0"][r0:].data_ptr(), sc["grg_sum"][r0:].data_ptr(),
                 sc["rg_bo1"][r0:].data_ptr(), mean_v0.contiguous().data_ptr(), float(beta_sq), float(dim),
                 float(eps))
@@ -472,8 +479,8 @@ class FastMaskDecoder:
         y1 = y1 + sc["rg_bo1"][r0:r0 + r]  # rg . Vt1 rows
         s0v = s0[:, 0]
         lin = (x[:, :q] * y0).sum(1) + (x[:, q:] * y1).sum(1)
-        var = s0v * (s0v * sc["rg_sq"][r0:r0 + r] + 2 * sc["rg_beta0"][r0:r0 + r] + 2 * lin)
-        var += (x * m[:, : 2 * q]).sum(1) + 2 * m[:, 2 * q] + beta_sq
+        var = s0v * (s0v * (sc["rg_sq"][r0:r0 + r] + q_gg[:, 0]) + 2 * sc["rg_beta0"][r0:r0 + r] + 2 * lin)
+        var += (x[:, q:] * m[:, :q]).sum(1) + 2 * m[:, q] + beta_sq
         s1.copy_(torch.rsqrt(var.div_(dim).add_(eps)).unsqueeze(1))
 
     # ------------------------------------------------------------------ masks
@@ -517,11 +524,11 @@ class FastMaskDecoder:
         fused = native.usable(hyper)  # the masks go straight to the pixel layout
         out = hyper.new_empty(b, m, 4 * gh, 4 * gw) if fused else \
             torch.empty(b, gh, gw * 16, m, device=hyper.device, dtype=hyper.dtype)
-        step = max(1, self.tile // max(b, 1) // w)
+        step = max(1, self.mask_tile // max(b, 1) // w)
         for y0 in range(0, gh, step):
             y1 = min(gh, y0 + step)
             sel = slice(y0 * w, y1 * w)
-            s0, s1 = inv_std[:, :1, sel], inv_std[:, 1:, sel]
+            s0, s1 = inv_std[:, :1, sel], inv_std[:, 1:2, sel]
             coef = torch.cat([weights[..., sel] * s1, s1], 1).transpose(1, 2)  # (B, R, 2 * 56 + 1)
             x = torch.baddbmm(state.up_const, coef, rows)  # (B, R, 4*C1)
             x.addcmul_((s0 * s1).transpose(1, 2), ctx.up[sel])

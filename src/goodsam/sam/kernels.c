@@ -231,60 +231,66 @@ void stability_counts(const float *cols, int n, int K, int X, const int32_t *sta
 }
 
 /* Layer-0 LayerNorm statistics from the factored update (see fast_decoder.py):
- * var = (r_sq + 2 (r_b + sum_i a_i o_i) + sum_i a_i m_i) / dim, s = 1 / sqrt(var + eps), and
- * x_i = a_i * s. a, o: (B, Q, R); m: (B, >=Q, R) batch stride m_bs; r_sq, r_b: (R,) per token;
- * s written to s_out (batch stride s_bs), x to x_out (batch stride x_bs, row stride ld). */
+ * var = (r_sq + 2 (r_b + sum_i a_i o_i) + sum_i a_i m_i) / dim, s = 1 / sqrt(var + eps), x_i = a_i * s,
+ * and qg = sum_i a_i m[gg_row + i]. a, o: (B, Q, R); m: (B, *, R) batch stride m_bs; r_sq, r_b: (R,);
+ * s to s_out (batch stride s_bs), x to x_out (batch stride x_bs, row stride ld), qg to q_out. */
 void layer0_stats(const float *a, const float *o, const float *m, int64_t m_bs, int B, int Q, int R,
                   const float *r_sq, const float *r_b, float dim, float eps,
-                  float *s_out, int64_t s_bs, float *x_out, int64_t x_bs, int64_t ld) {
+                  float *s_out, int64_t s_bs, float *x_out, int64_t x_bs, int64_t ld,
+                  int64_t gg_row, float *q_out, int64_t q_bs) {
     for (int b = 0; b < B; b++) {
         const float *ab = a + (int64_t)b * Q * R, *ob = o + (int64_t)b * Q * R, *mb = m + b * m_bs;
         for (int r = 0; r < R; r += W) {
             int n = R - r < W ? R - r : W;
-            float tail_a[W] = {0}, tail_b[W] = {0}, tail_s[W];
-            v16 acc4[4] = {{0}};
+            float t1[W], t2[W], t3[W], t4[W];
+            v16 acc4[4] = {{0}}, qg4[4] = {{0}};
             for (int i = 0; i < Q; i++) {
-                v16 av, ov, mv;
-                if (n == W) { av = load(ab + (int64_t)i * R + r); ov = load(ob + (int64_t)i * R + r);
-                              mv = load(mb + (int64_t)i * R + r); }
+                const float *pa = ab + (int64_t)i * R + r, *po = ob + (int64_t)i * R + r;
+                const float *pm = mb + (int64_t)i * R + r, *pg = mb + (gg_row + i) * R + r;
+                v16 av, ov, mv, gv;
+                if (n == W) { av = load(pa); ov = load(po); mv = load(pm); gv = load(pg); }
                 else {
-                    float t1[W] = {0}, t2[W] = {0}, t3[W] = {0};
-                    memcpy(t1, ab + (int64_t)i * R + r, n * 4); memcpy(t2, ob + (int64_t)i * R + r, n * 4);
-                    memcpy(t3, mb + (int64_t)i * R + r, n * 4);
-                    av = load(t1); ov = load(t2); mv = load(t3);
+                    memset(t1, 0, sizeof t1); memset(t2, 0, sizeof t2); memset(t3, 0, sizeof t3);
+                    memset(t4, 0, sizeof t4);
+                    memcpy(t1, pa, n * 4); memcpy(t2, po, n * 4); memcpy(t3, pm, n * 4); memcpy(t4, pg, n * 4);
+                    av = load(t1); ov = load(t2); mv = load(t3); gv = load(t4);
                 }
                 acc4[i & 3] += av * (2.0f * ov + mv);
+                qg4[i & 3] += av * gv;
             }
-            v16 acc = (acc4[0] + acc4[1]) + (acc4[2] + acc4[3]);
-            memcpy(tail_a, r_sq + r, n * 4);
-            memcpy(tail_b, r_b + r, n * 4);
-            v16 var = (load(tail_a) + 2.0f * load(tail_b) + acc) / dim + eps;
-            float vv[W];
+            v16 acc = (acc4[0] + acc4[1]) + (acc4[2] + acc4[3]), qg = (qg4[0] + qg4[1]) + (qg4[2] + qg4[3]);
+            memset(t1, 0, sizeof t1); memset(t2, 0, sizeof t2);
+            memcpy(t1, r_sq + r, n * 4);
+            memcpy(t2, r_b + r, n * 4);
+            v16 var = (load(t1) + 2.0f * load(t2) + acc) / dim + eps;
+            float vv[W], sv[W], qv[W];
             store(vv, var);
-            for (int j = 0; j < W; j++) tail_s[j] = 1.0f / __builtin_sqrtf(vv[j]);
-            v16 s = load(tail_s);
-            memcpy(s_out + b * s_bs + r, tail_s, n * 4);
+            store(qv, qg);
+            for (int j = 0; j < W; j++) sv[j] = 1.0f / __builtin_sqrtf(vv[j]);
+            memcpy(s_out + b * s_bs + r, sv, n * 4);
+            memcpy(q_out + b * q_bs + r, qv, n * 4);
+            v16 s = load(sv);
             for (int i = 0; i < Q; i++) {
                 float *dst = x_out + b * x_bs + (int64_t)i * ld + r;
                 const float *src = ab + (int64_t)i * R + r;
                 if (n == W) store(dst, load(src) * s);
-                else for (int j = 0; j < n; j++) dst[j] = src[j] * tail_s[j];
+                else for (int j = 0; j < n; j++) dst[j] = src[j] * sv[j];
             }
         }
     }
 }
 
 /* Layer-1 LayerNorm statistics from the factored update (see fast_decoder.py), per token:
- * var = s0 (s0 rg_sq + 2 rg_beta + 2 [sum_{i<Q} x_i (y0_i + g_b - g_sum mv_i) + sum_{i>=Q} x_i (y1_i + o_b)])
- *       + sum_{i<2Q} x_i m_i + 2 m_{2Q} + beta_sq,   s1 = 1 / sqrt(var / dim + eps).
- * x: (B, 2Q, R) batch stride x_bs, row stride ld; y0, y1: (B, Q, R); m: (B, >2Q, R) batch stride m_bs;
- * s0: batch stride s_bs (row of R), s1 written likewise; rg_sq, rg_beta, g_b, g_sum, o_b: (R,);
- * mv: (B, Q). */
+ * var = s0 (s0 (rg_sq + qg) + 2 rg_beta + 2 [sum_{i<Q} x_i (y0_i + g_b - g_sum mv_i)
+ *       + sum_{i<Q} x_{Q+i} (y1_i + o_b)]) + sum_{i<Q} x_{Q+i} m_i + 2 m_Q + beta_sq,
+ * s1 = 1 / sqrt(var / dim + eps). x: (B, 2Q, R) batch stride x_bs, row stride ld; y0, y1: (B, Q, R);
+ * m: (B, >Q, R) batch stride m_bs; s0, qg: rows of R (batch stride s_bs), s1 written likewise;
+ * rg_sq, rg_beta, g_b, g_sum, o_b: (R,); mv: (B, Q). */
 void layer1_stats(const float *x, int64_t x_bs, int64_t ld, const float *y0, const float *y1,
-                  const float *m, int64_t m_bs, const float *s0, float *s1, int64_t s_bs,
+                  const float *m, int64_t m_bs, const float *s0, float *s1, const float *qg, int64_t s_bs,
                   int B, int Q, int R, const float *rg_sq, const float *rg_beta, const float *g_b,
                   const float *g_sum, const float *o_b, const float *mv, float beta_sq, float dim, float eps) {
-    float buf[8][W];
+    float buf[9][W];
     for (int b = 0; b < B; b++) {
         const float *xb = x + b * x_bs, *mb = m + b * m_bs;
         const float *y0b = y0 + (int64_t)b * Q * R, *y1b = y1 + (int64_t)b * Q * R;
@@ -294,28 +300,28 @@ void layer1_stats(const float *x, int64_t x_bs, int64_t ld, const float *y0, con
             memcpy(buf[0], rg_sq + r, n * 4); memcpy(buf[1], rg_beta + r, n * 4);
             memcpy(buf[2], g_b + r, n * 4); memcpy(buf[3], g_sum + r, n * 4);
             memcpy(buf[4], o_b + r, n * 4); memcpy(buf[5], s0 + b * s_bs + r, n * 4);
+            memcpy(buf[7], qg + b * s_bs + r, n * 4);
+            memcpy(buf[8], mb + (int64_t)Q * R + r, n * 4);
             v16 gb = load(buf[2]), gs = load(buf[3]), ob = load(buf[4]);
             v16 lin4[4] = {{0}}, quad4[4] = {{0}};
-            for (int i = 0; i < 2 * Q; i++) {
-                v16 xv, yv, mv_;
-                const float *xs = xb + (int64_t)i * ld + r, *ms = mb + (int64_t)i * R + r;
-                const float *ys = i < Q ? y0b + (int64_t)i * R + r : y1b + (int64_t)(i - Q) * R + r;
-                if (n == W) { xv = load(xs); yv = load(ys); mv_ = load(ms); }
+            for (int i = 0; i < Q; i++) {
+                const float *x0s = xb + (int64_t)i * ld + r, *x1s = xb + (int64_t)(Q + i) * ld + r;
+                const float *y0s = y0b + (int64_t)i * R + r, *y1s = y1b + (int64_t)i * R + r;
+                const float *ms = mb + (int64_t)i * R + r;
+                v16 x0v, x1v, y0v, y1v, mv_;
+                if (n == W) { x0v = load(x0s); x1v = load(x1s); y0v = load(y0s); y1v = load(y1s); mv_ = load(ms); }
                 else {
-                    memset(buf[6], 0, sizeof buf[6]); memcpy(buf[6], xs, n * 4); xv = load(buf[6]);
-                    memset(buf[6], 0, sizeof buf[6]); memcpy(buf[6], ys, n * 4); yv = load(buf[6]);
-                    memset(buf[6], 0, sizeof buf[6]); memcpy(buf[6], ms, n * 4); mv_ = load(buf[6]);
+#define TAIL(dst, src) do { memset(buf[6], 0, sizeof buf[6]); memcpy(buf[6], src, n * 4); dst = load(buf[6]); } while (0)
+                    TAIL(x0v, x0s); TAIL(x1v, x1s); TAIL(y0v, y0s); TAIL(y1v, y1s); TAIL(mv_, ms);
+#undef TAIL
                 }
-                yv = i < Q ? yv + gb - gs * mv[(int64_t)b * Q + i] : yv + ob;
-                lin4[i & 3] += xv * yv;
-                quad4[i & 3] += xv * mv_;
+                lin4[i & 3] += x0v * (y0v + gb - gs * mv[(int64_t)b * Q + i]) + x1v * (y1v + ob);
+                quad4[i & 3] += x1v * mv_;
             }
             v16 lin = (lin4[0] + lin4[1]) + (lin4[2] + lin4[3]), quad = (quad4[0] + quad4[1]) + (quad4[2] + quad4[3]);
-            memset(buf[6], 0, sizeof buf[6]);
-            memcpy(buf[6], mb + (int64_t)2 * Q * R + r, n * 4);
             v16 s0v = load(buf[5]);
-            v16 var = s0v * (s0v * load(buf[0]) + 2.0f * load(buf[1]) + 2.0f * lin) + quad
-                      + 2.0f * load(buf[6]) + beta_sq;
+            v16 var = s0v * (s0v * (load(buf[0]) + load(buf[7])) + 2.0f * load(buf[1]) + 2.0f * lin) + quad
+                      + 2.0f * load(buf[8]) + beta_sq;
             var = var / dim + eps;
             float vv[W];
             store(vv, var);
@@ -323,7 +329,6 @@ void layer1_stats(const float *x, int64_t x_bs, int64_t ld, const float *y0, con
         }
     }
 }
-
 /* Mask logits from the upscaler's sub-pixel order to the image's: src (B, M, rows, gw, 4, 4) with
  * sub-pixel (a, b) = (s >> 1, s & 1) and sub-sub-pixel (a', b') likewise goes to
  * out (B, M, H4, W4) at (4 (y0 + y) + 2a + a', 4x + 2b + b'). */

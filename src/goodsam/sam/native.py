@@ -58,8 +58,8 @@ def _load() -> object | None:
     lib.softmax_heads.argtypes = [p, i, i, i, i]
     lib.online_softmax.argtypes = [p, i, i, i, p, p, p, i, p, i64]
     lib.stability_counts.argtypes = [p, i, i, i, p, p, i, i, f, f, p, p]
-    lib.layer0_stats.argtypes = [p, p, p, i64, i, i, i, p, p, f, f, p, i64, p, i64, i64]
-    lib.layer1_stats.argtypes = [p, i64, i64, p, p, p, i64, p, p, i64, i, i, i, p, p, p, p, p, p, f, f, f]
+    lib.layer0_stats.argtypes = [p, p, p, i64, i, i, i, p, p, f, f, p, i64, p, i64, i64, i64, p, i64]
+    lib.layer1_stats.argtypes = [p, i64, i64, p, p, p, i64, p, p, p, i64, i, i, i, p, p, p, p, p, p, f, f, f]
     lib.unshuffle_masks.argtypes = [p, i, i, i, i, p, i, i, i]
     lib.threshold_masks.argtypes = [p, i, i, i, p, p, i, i, f, p, p]
     for fn in (lib.threshold_masks, lib.unshuffle_masks, lib.head_products, lib.softmax_heads, lib.online_softmax, lib.stability_counts,
