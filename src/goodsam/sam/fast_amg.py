@@ -119,6 +119,7 @@ class MaskUpsampler:
         self.windows = (wy, wx) if wy is not None and wx is not None else None
         self.banded = (_BandedRows(self.ry), _BandedRows(self.rx_t.t())) if device.type == "cpu" else None
         self.row_taps = _row_taps(self.ry)
+        self.col_taps = _row_taps(self.rx_t.t())
 
     def crop(self, low: Tensor) -> Tensor:
         """The part of the low-res logits that the image sees."""
@@ -137,7 +138,11 @@ class MaskUpsampler:
         (for :meth:`masks`); None where that loop is unavailable."""
         if not native.usable(low) or len(low) == 0:
             return None
-        cols = torch.matmul(low, self.rx_t)  # (n, ky, W): resized along the columns
+        low = low.contiguous()
+        start, weights = self.col_taps
+        cols = low.new_empty(len(low), low.shape[1], weights.shape[0])  # (n, ky, W): resized along the columns
+        native.kernels().resize_cols(low.data_ptr(), len(low), low.shape[1], low.shape[2], start.data_ptr(),
+                                     weights.data_ptr(), weights.shape[0], weights.shape[1], cols.data_ptr())
         start, weights = self.row_taps
         counts = torch.empty(2, len(low), dtype=torch.int32)
         native.kernels().stability_counts(cols.data_ptr(), len(low), cols.shape[1], cols.shape[2], start.data_ptr(),

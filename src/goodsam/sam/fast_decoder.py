@@ -273,11 +273,6 @@ class FastMaskDecoder:
         """Per-head projection (B, heads, T, c) of token states ``x`` (B, T, C), contiguous."""
         return _heads(linear(x) * scale, self.num_heads).contiguous()
 
-    def _per_head(self, rows: Tensor, weight: Tensor, vectors: Tensor) -> Tensor:
-        """``rows`` (B, n, C) through a projection ``weight`` (heads * c, C), dotted per head with
-        ``vectors`` (B, heads, T, c): (B, n, heads * T)."""
-        return _head_blocks(rows @ weight.t(), vectors)
-
     def _t2i_shared(self, attn: nn.Module, queries: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Token->image attention against shared (per-image) projected keys/values (heads, HW, c)."""
         nh = self.num_heads
@@ -291,18 +286,64 @@ class FastMaskDecoder:
         out = (torch.bmm(weights, v) / online.sum).view(nh, b, t, c).permute(1, 2, 0, 3).reshape(b, t, nh * c)
         return attn.out_proj(out)
 
-    def _i2t_values(self, attn: nn.Module, queries: Tensor) -> Tensor:
-        """Image->token values with the output projection folded in: (B, h*T, C).
+    def _row_maps(self, layer: int, like: Tensor) -> tuple[Tensor, Tensor, dict[str, slice]]:
+        """Per-head matrices of the linear maps that the decoder applies to the value rows of layer
+        ``layer``'s image->token attention (cached per decoder).
 
-        Each head's attention weights sum to 1, so the output bias is spread as ``bias / heads`` over
-        every value row: the update of an image token is ``A_j @ values``.
+        Each value row is ``V_(h,t) = W_o,h v_(h,t) + b_o / heads`` (``v`` the head's 16-channel value,
+        ``W_o,h`` its block of the output projection), so any linear map ``F`` of the rows is
+        ``v_(h,t) @ F(W_o,h)^T + F(b_o / heads)``: ``F`` is applied once to the 16 columns of each
+        head's block instead of to every prompt's 256-channel rows. Returns (heads, c, k) matrices, the
+        (k,) constant and the slice of each map's outputs.
         """
+        key = (layer, like.device, like.dtype)
+        cache = self.__dict__.setdefault("_row_map_cache", {})
+        if key in cache:
+            return cache[key]
+        l0, l1 = self.transformer.layers
+        final = self.transformer.final_attn_token_to_image
+        g0, g1 = l0.norm4.weight, l1.norm4.weight
+        bt0 = _centre(l0.norm4.bias)
+        w1 = self._up_weights_for(like)[0]
+        attn = (l0 if layer == 0 else l1).cross_attn_image_to_token
         nh = self.num_heads
-        v = self._project(attn.v_proj, queries)  # (B, h, T, c)
-        b, _, t, c = v.shape
-        wo = attn.out_proj.weight.reshape(-1, nh, c).permute(1, 2, 0)  # (h, c, C)
-        values = torch.matmul(v, wo.unsqueeze(0)).reshape(b, nh * t, -1)
-        return values.add_(attn.out_proj.bias / nh)
+
+        def maps(y: Tensor) -> dict[str, Tensor]:  # y: (n, C) rows
+            centred = _centre(y)
+            if layer == 1:  # rows of the layer-1 update, and what the final image tokens need of them
+                return {"centred": centred, "kf": (g1 * centred) @ final.k_proj.weight.t(),
+                        "vf": (g1 * centred) @ final.v_proj.weight.t(), "up": (g1 * centred) @ w1.t(),
+                        "beta": centred @ bt0[:, None]}
+            gc = g0 * centred
+            g_centred = _centre(gc)  # the layer-0 rows as they enter the final image tokens
+            return {"mean": y.mean(-1, keepdim=True), "centred": centred, "g_centred": g_centred,
+                    "k1": gc @ l1.cross_attn_token_to_image.k_proj.weight.t(),
+                    "v1": gc @ l1.cross_attn_token_to_image.v_proj.weight.t(),
+                    "q1": gc @ l1.cross_attn_image_to_token.q_proj.weight.t(),
+                    "kf": (g1 * g_centred) @ final.k_proj.weight.t(),
+                    "vf": (g1 * g_centred) @ final.v_proj.weight.t(), "up": (g1 * g_centred) @ w1.t(),
+                    "beta": g_centred @ bt0[:, None]}
+
+        with torch.no_grad():
+            wo, bo = attn.out_proj.weight.to(like), attn.out_proj.bias.to(like)
+            columns, const = maps(wo.t()), maps((bo / nh)[None])
+            names = list(columns)
+            slices, start = {}, 0
+            for name in names:
+                slices[name] = slice(start, start + columns[name].shape[1])
+                start += columns[name].shape[1]
+            mat = torch.cat([columns[name] for name in names], 1)  # (heads * c, k)
+            cache[key] = (mat.view(nh, -1, mat.shape[1]).contiguous(), torch.cat([const[n][0] for n in names]),
+                          slices)
+        return cache[key]
+
+    def _value_rows(self, layer: int, v: Tensor) -> dict[str, Tensor]:
+        """The maps of :meth:`_row_maps` for per-head values ``v`` (B, heads, T, c): name -> (B, heads*T, k)."""
+        mat, const, slices = self._row_maps(layer, v)
+        b, nh, t, c = v.shape
+        out = torch.bmm(v.transpose(0, 1).reshape(nh, b * t, c), mat)  # (h, B*T, k)
+        out = out.view(nh, b, t, -1).transpose(0, 1).reshape(b, nh * t, -1) + const
+        return {name: out[..., sl] for name, sl in slices.items()}
 
     @staticmethod
     def _self_attention(layer: nn.Module, queries: Tensor, tokens: Tensor) -> Tensor:
@@ -353,18 +394,16 @@ class FastMaskDecoder:
         c = i2t0.k_proj.weight.shape[0] // nh
         k0 = self._project(i2t0.k_proj, queries + tokens, 1.0 / math.sqrt(c))  # (B, h, T, c)
         v0 = self._project(i2t0.v_proj, queries)  # (B, h, T, c)
-        values0 = self._i2t_values(i2t0, queries)  # V0 (B, hT, C)
-        mean_v0 = values0.mean(-1)  # (B, hT)
-        vt0 = values0 - mean_v0[..., None]  # V0, rows centred
-        vg0 = _centre(g0 * vt0)  # rows of the layer-1 shared part's per-prompt counterpart
+        r0m = self._value_rows(0, v0)  # linear maps of the value rows V0 (see _row_maps)
+        mean_v0, vt0, vg0 = r0m["mean"][..., 0], r0m["centred"], r0m["g_centred"]
         gram0 = vt0 @ vt0.transpose(1, 2)
-        dim = values0.shape[-1]
+        dim = vt0.shape[-1]
 
         # layer 1: self-attention, then token->image attention over the layer-0 image tokens
         t2i1, i2t1 = l1.cross_attn_token_to_image, l1.cross_attn_image_to_token
         pre = self._self_attention(l1, queries, tokens)
         q1 = self._project(t2i1.q_proj, pre + tokens, 1.0 / math.sqrt(c))
-        h1 = self._per_head(g0 * vt0, t2i1.k_proj.weight, q1)  # (B, hT, hT)
+        h1 = _head_blocks(r0m["k1"], q1)  # (B, hT, hT)
         # X = [A0 * s0; A1] (image->token weights of both layers, A0 scaled by the layer-0 1/std) and
         # s0, s1 (the 1/std of both updates) are what the final image tokens need per prompt
         x01 = sparse.new_empty(b, 2 * nh * t, n)
@@ -384,8 +423,7 @@ class FastMaskDecoder:
             ps, scale = online.add(scores, s0)  # (B, hT, R), the weights times s0
             acc_p = _accumulate(acc_p, scale, _head_sums(ps, sh["v1"][..., r0:r1]))
             acc_a = _accumulate(acc_a, scale, torch.bmm(ps, a0.transpose(1, 2)))
-        f1 = (g0 * vt0) @ t2i1.v_proj.weight.t()  # (B, hT, h*c)
-        mixed = acc_p + _head_blocks_take(torch.bmm(acc_a, f1), nh, t)
+        mixed = acc_p + _head_blocks_take(torch.bmm(acc_a, r0m["v1"]), nh, t)
         mixed = mixed / online.sum
         mixed = mixed + _bias_rows(F.linear(beta0, t2i1.v_proj.weight, t2i1.v_proj.bias), nh, t)
         queries = self._token_mlp(l1, pre, self._attn_output(t2i1, mixed))
@@ -393,9 +431,11 @@ class FastMaskDecoder:
         # layer 1, image->token update, and the final token->image attention
         k1 = self._project(i2t1.k_proj, queries + tokens, 1.0 / math.sqrt(c))
         v1 = self._project(i2t1.v_proj, queries)
-        values1 = self._i2t_values(i2t1, queries)
-        vt1 = _centre(values1)
-        rows01 = torch.cat([vg0, vt1], 1)  # (B, 2hT, C): the per-prompt rows of the final image tokens
+        r1m = self._value_rows(1, v1)
+        vt1 = r1m["centred"]
+
+        def rows01(key: str) -> Tensor:  # a map of the per-prompt rows [Vg0; Vt1] of the final image tokens
+            return torch.cat([r0m[key], r1m[key]], 1)
         bt0 = _centre(beta0)
         beta_sq = (bt0 * bt0).sum()
         pre_f = queries[:, final_rows]
@@ -405,9 +445,9 @@ class FastMaskDecoder:
         kf_beta = _head_blocks((g1 * bt0 @ final.k_proj.weight.t()).expand(b, 1, -1), qf).transpose(1, 2)
         # act on X = [A0 * s0; A1]: the A1 rows of the Gram of the rows (variance; the A0 block is done),
         # the rows' dot with beta0, the final attention keys
-        mats = torch.cat([vt1 @ torch.cat([2 * vg0, vt1], 1).transpose(1, 2), (rows01 @ bt0)[:, None],
-                          self._per_head(g1 * rows01, final.k_proj.weight, qf).transpose(1, 2)], 1)
-        h1b_t = self._per_head(g0 * vt0, i2t1.q_proj.weight, k1).transpose(1, 2)
+        mats = torch.cat([vt1 @ torch.cat([2 * vg0, vt1], 1).transpose(1, 2), rows01("beta").transpose(1, 2),
+                          _head_blocks(rows01("kf"), qf).transpose(1, 2)], 1)
+        h1b_t = _head_blocks(r0m["q1"], k1).transpose(1, 2)
         online = _Online()
         acc_p = acc_x = acc_c = None
         for r0, r1 in self._tiles(b, ctx.grid):
@@ -427,13 +467,13 @@ class FastMaskDecoder:
             acc_x = _accumulate(acc_x, scale, torch.bmm(p1, x.transpose(1, 2)))
             acc_c = _accumulate(acc_c, scale, p1.sum(2, keepdim=True))
         wv = final.v_proj.weight.t()
-        mixed = (acc_p + _head_blocks_take(torch.bmm(acc_x, (g1 * rows01) @ wv), nh, tf)
+        mixed = (acc_p + _head_blocks_take(torch.bmm(acc_x, rows01("vf")), nh, tf)
                  + acc_c * _bias_rows((g1 * bt0) @ wv, nh, tf)) / online.sum
         mixed = mixed + _bias_rows(F.linear(beta1, final.v_proj.weight, final.v_proj.bias), nh, tf)
         queries = tr.norm_final_attn(pre_f + self._attn_output(final, mixed))
         iou = dec.iou_prediction_head(queries[:, 0, :])
         w1, b1 = self._up_weights_for(sparse)[:2]
-        up_rows = torch.cat([(g1 * rows01) @ w1.t(), ((g1 * bt0) @ w1.t()).expand(b, 1, -1)], 1)
+        up_rows = torch.cat([rows01("up"), ((g1 * bt0) @ w1.t()).expand(b, 1, -1)], 1)
         up_const = F.linear(beta1, w1, b1)
         return DecoderState(iou=iou, mask_tokens=queries[:, 1:], token_ids=token_ids, weights=x01,
                             inv_std=s01, up_rows=up_rows, up_const=up_const)
@@ -468,11 +508,12 @@ class FastMaskDecoder:
         q = q2 // 2
         if native.usable(x, y0, y1, m, s0, s1) and y0.is_contiguous() and y1.is_contiguous() \
                 and x.stride(-1) == 1 and m.stride(-1) == 1 and m.stride(1) == r:
+            mean_v0 = mean_v0.contiguous()  # kept alive for the call
             native.kernels().layer1_stats(
                 x.data_ptr(), x.stride(0), x.stride(1), y0.data_ptr(), y1.data_ptr(), m.data_ptr(), m.stride(0),
                 s0.data_ptr(), s1.data_ptr(), q_gg.data_ptr(), s0.stride(0), b, q, r, sc["rg_sq"][r0:].data_ptr(),
                 sc["rg_beta0"][r0:].data_ptr(), sc["grg_bo0"][r0:].data_ptr(), sc["grg_sum"][r0:].data_ptr(),
-                sc["rg_bo1"][r0:].data_ptr(), mean_v0.contiguous().data_ptr(), float(beta_sq), float(dim),
+                sc["rg_bo1"][r0:].data_ptr(), mean_v0.data_ptr(), float(beta_sq), float(dim),
                 float(eps))
             return
         y0 = y0 + sc["grg_bo0"][r0:r0 + r] - sc["grg_sum"][r0:r0 + r] * mean_v0[..., None]  # rg . Vg0 rows

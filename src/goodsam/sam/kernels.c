@@ -380,3 +380,20 @@ void threshold_masks(const float *cols, int n, int K, int X, const int32_t *star
         else { box[0] = left; box[1] = top; box[2] = right; box[3] = bottom; }
     }
 }
+
+/* Resize along the last axis: out[i, y, x] = sum_j weights[x, j] * src[i, y, start[x] + j] for
+ * src (n, K, X0) and out (n, K, X) (taps weights per output column: SAM's resizing along the columns). */
+void resize_cols(const float *src, int n, int K, int X0, const int32_t *start, const float *weights, int X,
+                 int taps, float *out) {
+    for (int64_t row = 0; row < (int64_t)n * K; row++) {
+        const float *s = src + row * X0;
+        float *o = out + row * X;
+        for (int x = 0; x < X; x++) {
+            const float *w = weights + (int64_t)x * taps;
+            const float *p = s + start[x];
+            float v = w[0] * p[0];
+            for (int j = 1; j < taps; j++) v += w[j] * p[j];
+            o[x] = v;
+        }
+    }
+}

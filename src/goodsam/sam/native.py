@@ -62,7 +62,8 @@ def _load() -> object | None:
     lib.layer1_stats.argtypes = [p, i64, i64, p, p, p, i64, p, p, p, i64, i, i, i, p, p, p, p, p, p, f, f, f]
     lib.unshuffle_masks.argtypes = [p, i, i, i, i, p, i, i, i]
     lib.threshold_masks.argtypes = [p, i, i, i, p, p, i, i, f, p, p]
-    for fn in (lib.threshold_masks, lib.unshuffle_masks, lib.head_products, lib.softmax_heads, lib.online_softmax, lib.stability_counts,
+    lib.resize_cols.argtypes = [p, i, i, i, p, p, i, i, p]
+    for fn in (lib.resize_cols, lib.threshold_masks, lib.unshuffle_masks, lib.head_products, lib.softmax_heads, lib.online_softmax, lib.stability_counts,
                lib.layer0_stats, lib.layer1_stats):
         fn.restype = None
     return lib
