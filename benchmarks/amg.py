@@ -125,13 +125,15 @@ class _MatmulRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__.rstrip("_")
         if name in self.OPS:
-            self.calls.append((func.overloadpacket, [a.shape if isinstance(a, torch.Tensor) else a for a in args]))
+            shapes = [a.shape if isinstance(a, torch.Tensor) else a for a in args]
+            self.calls.append((func.overloadpacket, shapes))
         return func(*args, **(kwargs or {}))
 
 
 def _matmul_seconds(calls: list[tuple]) -> float:
     """Best-of-3 single-thread seconds of the recorded products replayed alone, on random operands."""
-    replay = [(func, [torch.randn(a) if isinstance(a, torch.Size) else a for a in shapes]) for func, shapes in calls]
+    replay = [(func, [torch.randn(a) if isinstance(a, torch.Size) else a for a in shapes])
+              for func, shapes in calls]
     return _seconds(lambda: [func(*args) for func, args in replay], 5)
 
 
@@ -182,7 +184,8 @@ def print_floor(floor: dict[str, float], stats: dict[str, int], stages: dict[str
               f"its matrix products alone {mm:6.2f} ms ({mm / ms:.0%} of the stage)")
     prompts = stats.get("prompts", 0) / windows
     upscaled = stats.get("upscaled_prompts", 0) / windows
-    arithmetic = (prompts * floor["transform_matmul_ms"] + upscaled * floor["upscale_matmul_ms"]) / 1e3 / workers
+    matmul_ms = prompts * floor["transform_matmul_ms"] + upscaled * floor["upscale_matmul_ms"]
+    arithmetic = matmul_ms / 1e3 / workers
     encoder = stages.get("encoder", 0.0) / windows
     best = arithmetic + encoder
     print(f"  per window: {prompts:.0f} prompts, {upscaled:.0f} upscaled -> decoder matrix products alone "

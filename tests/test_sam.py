@@ -219,3 +219,63 @@ def test_missing_or_corrupt_weights_raise_asset_error(tmp_path, monkeypatch: pyt
         build_mask_generator("mobile_sam", weights=garbage)
     with pytest.raises(AssetError):
         build_mask_generator("mobile_sam", weights=tmp_path / "absent.pt")
+
+
+@pytest.fixture
+def without_native(monkeypatch: pytest.MonkeyPatch):
+    """Runs the PyTorch path of every fused native loop (as on a machine without a C compiler)."""
+    from goodsam.sam import native
+
+    monkeypatch.setitem(native._loaded, "lib", None)
+
+
+def _decode(generator, window: np.ndarray, count: int = 8):
+    h, w = window.shape[:2]
+    job = generator.prepare_crop(window, [0, 0, w, h], 0, (h, w))
+    decoder = generator.decoder
+    state = decoder.transform(job.ctx, job.sparse[100:100 + count])
+    low = decoder.masks(state, job.ctx, None, [1, 2, 3], job.upsampler.tokens)
+    return state.iou, job.upsampler.crop(low).flatten(0, 1), job.upsampler
+
+
+def test_native_loops_equal_the_pytorch_path(window: np.ndarray, encoder_cache: dict, request) -> None:
+    from goodsam.sam import native
+
+    if native.kernels() is None:
+        pytest.skip("no C compiler: only the PyTorch path exists here")
+    generator = _generator(AMGSettings(points_per_side=32), "fast", encoder_cache)
+    iou, low, upsampler = _decode(generator, window)
+    stability, cols = upsampler.stability(low, 0.0, 1.0)
+    masks, boxes = upsampler.masks(cols, 0.0)
+    request.getfixturevalue("without_native")
+    assert native.kernels() is None and upsampler.stability(low, 0.0, 1.0) is None
+    iou_t, low_t, _ = _decode(generator, window)
+    torch.testing.assert_close(iou, iou_t, atol=1e-5, rtol=0)
+    torch.testing.assert_close(low, low_t, atol=2e-3, rtol=1e-4)
+    full = upsampler(low)
+    torch.testing.assert_close(stability, stability_score(full, 0.0, 1.0), atol=2e-4, rtol=0)
+    assert (masks != (full > 0)).float().mean() < 1e-4  # pixels within float rounding of 0 may flip
+    from goodsam.sam.fast_amg import masks_to_boxes_xyxy
+
+    assert (boxes - masks_to_boxes_xyxy(masks)).abs().max() == 0
+
+
+def test_fast_generator_without_native_loops(window: np.ndarray, encoder_cache: dict, without_native) -> None:
+    settings = AMGSettings(points_per_side=6)
+    ref = _generator(settings, "reference", encoder_cache).generate(window)
+    fast = _generator(settings, "fast", encoder_cache).generate(window)
+    iou = _iou_matrix(ref, fast)
+    assert len(ref) >= 2 and (iou.max(1).values >= 0.9).all() and (iou.max(0).values >= 0.9).all()
+
+
+def test_native_build_failure_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from goodsam.sam import native
+
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert native.kernels() is None and not native.usable(torch.zeros(1))
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setenv("GOODSAM_NATIVE", "0")
+    monkeypatch.delenv("CC")
+    assert native.kernels() is None

@@ -4,24 +4,23 @@ Same model, same point grid, same filters in the same order as ``SamAutomaticMas
 predicted-IoU threshold, stability score on the full-resolution logits, box NMS (and the crop and
 small-region steps when enabled). What changes is how the numbers are computed:
 
-1. the mask decoder runs through :class:`~goodsam.sam.fast_decoder.FastMaskDecoder` (image-side work
-   shared across prompts, attention re-associated), a few prompts per call so that its tensors stay
-   in cache;
+1. the mask decoder runs through :class:`~goodsam.sam.fast_decoder.FastMaskDecoder`: the
+   transformer factored through the image (image-side work shared across prompts, nothing per prompt
+   256 channels wide), a few prompts per call so that its tensors stay in cache;
 2. the IoU head needs only the transformer, so the upscaler runs only for prompts with at least one
    mask above ``pred_iou_thresh``, and only for the three multimask tokens;
 3. the reference upsamples 256x256 logits to the 1024x1024 canvas, crops the padding and resizes to
-   the image. That is a separable linear map, ``R_y @ L @ R_x^T``; the two small matrices are built
-   once per image size (by running the same two interpolations on an identity basis), so each kept
-   candidate costs two small matrix products straight to the image's own size, and only the
-   low-res rows/columns that reach the image are read;
-4. the stability filter is decided without approximation: every full-resolution logit is a convex
-   combination of a small window of low-res logits, so window maxima/minima (counted with how many
-   output pixels share each window) bound the full-resolution stability score from above. Candidates
-   whose bound is under the threshold are rejected without upsampling (the reference would reject
-   them too); every other one gets the exact full-resolution score. Measured on MobileSAM windows
-   (32x32 points), this screen costs more than the upsampling it saves (window extremes over every
-   candidate vs. two banded products for the ~18 % it rejects), so it is off by default
-   (``screen=True`` turns it on);
+   the image. That is a separable linear map, ``R_y @ L @ R_x^T``; the two small banded matrices are
+   built once per image size (by running the same two interpolations on an identity basis), and only
+   the low-res rows/columns that reach the image are read. On CPU the stability score is counted
+   straight from the column-resized logits, row by row, without storing the full-resolution logits
+   (a fused native loop), and only the candidates it keeps get full-resolution masks and boxes;
+4. optionally (``screen=True``) the stability filter is first bounded without approximation: every
+   full-resolution logit is a convex combination of a small window of low-res logits, so window
+   maxima/minima (counted with how many output pixels share each window) bound the full-resolution
+   stability score from above, and candidates whose bound is under the threshold are rejected (the
+   reference would reject them too). Measured on MobileSAM windows (32x32 points), it costs more than
+   it saves, so it is off by default;
 5. prompts are decoded in small chunks by ``torch.get_num_threads()`` single-threaded workers: the
    decoder's many small operations lose most of their time in thread barriers when each one is
    parallelised (and collapse when the cores are shared), chunks of prompts are independent.
@@ -140,13 +139,14 @@ class MaskUpsampler:
             return None
         low = low.contiguous()
         start, weights = self.col_taps
-        cols = low.new_empty(len(low), low.shape[1], weights.shape[0])  # (n, ky, W): resized along the columns
+        cols = low.new_empty(len(low), low.shape[1], weights.shape[0])  # (n, ky, W): resized along x
         native.kernels().resize_cols(low.data_ptr(), len(low), low.shape[1], low.shape[2], start.data_ptr(),
                                      weights.data_ptr(), weights.shape[0], weights.shape[1], cols.data_ptr())
         start, weights = self.row_taps
         counts = torch.empty(2, len(low), dtype=torch.int32)
-        native.kernels().stability_counts(cols.data_ptr(), len(low), cols.shape[1], cols.shape[2], start.data_ptr(),
-                                          weights.data_ptr(), weights.shape[0], weights.shape[1],
+        native.kernels().stability_counts(cols.data_ptr(), len(low), cols.shape[1], cols.shape[2],
+                                          start.data_ptr(), weights.data_ptr(), weights.shape[0],
+                                          weights.shape[1],
                                           float(threshold + offset), float(threshold - offset),
                                           counts[0].data_ptr(), counts[1].data_ptr())
         return counts[0] / counts[1], cols
@@ -159,8 +159,9 @@ class MaskUpsampler:
         masks = torch.empty(n, h, cols.shape[2], dtype=torch.bool)
         boxes = torch.empty(n, 4, dtype=torch.int64)
         if n:
-            native.kernels().threshold_masks(cols.data_ptr(), n, cols.shape[1], cols.shape[2], start.data_ptr(),
-                                             weights.data_ptr(), h, weights.shape[1], float(threshold),
+            native.kernels().threshold_masks(cols.data_ptr(), n, cols.shape[1], cols.shape[2],
+                                             start.data_ptr(), weights.data_ptr(), h, weights.shape[1],
+                                             float(threshold),
                                              masks.data_ptr(), boxes.data_ptr())
         return masks, boxes
 

@@ -17,14 +17,17 @@ matrix. Nothing per prompt is 256 channels wide any more:
 
 * attention scores and attention-weighted sums of the image tokens use per-image projections
   (``R W^T`` for each head's 16 channels) and per-prompt (56 x k) matrices;
-* the LayerNorm statistics come from the same pieces: ``|R + A V|^2 = |R|^2 + 2 A.(R V^T) + A (V V^T) A^T``,
-  with ``R`` and the rows of ``V`` centred first, so no mean is subtracted afterwards;
+* the LayerNorm statistics come from the same pieces: ``|R + A V|^2 = |R|^2 + 2 A.(R V^T) +
+  A (V V^T) A^T``, with ``R`` and the rows of ``V`` centred first, so no mean is subtracted afterwards;
 * the upscaler's first (linear, 256 -> 4 x 64) step is ``s0 s1 (W R) + [A0, A1] @ (V W) + ...``: the
-  per-prompt part has 113 inputs instead of 256.
+  per-prompt part has 113 inputs instead of 256;
+* the rows of ``V`` are themselves ``W_o,h v + b``: every map of them is applied once, to the 16
+  columns of each head's block of the output projection (:meth:`FastMaskDecoder._row_maps`).
 
 Per prompt and image token this is about 40k multiply-adds for the transformer instead of 90k, on
-56-wide rows instead of 256-wide ones (the CPU cost was memory traffic more than arithmetic), and
-29k instead of 66k for the upscaler's first step. Results equal SAM's decoder up to float rounding
+56-wide rows instead of 256-wide ones, and 29k instead of 66k for the upscaler's first step. On CPU
+the elementwise chains between the matrix products run as fused loops (:mod:`goodsam.sam.native`,
+PyTorch operations where those are unavailable). Results equal SAM's decoder up to float rounding
 (tests/test_sam.py). It needs the two-layer ``TwoWayTransformer`` every SAM model uses (MobileSAM,
 ViT-B/L/H).
 """
@@ -41,14 +44,6 @@ from torch import Tensor, nn
 from goodsam.sam import native
 
 SOFTMAX_FLOOR = 70.0
-
-
-def _softmax(scores: Tensor, dim: int = -1) -> Tensor:
-    """Softmax with scores floored at ``max - 70`` (in place): weights below ``e^-70`` of the largest
-    (invisible in float32 sums) stay normal numbers instead of denormals, which are 10-100x slower
-    on CPUs both in ``exp`` and in the matrix products that use the weights."""
-    floor = scores.amax(dim, keepdim=True).sub_(SOFTMAX_FLOOR)
-    return torch.maximum(scores, floor, out=scores).softmax(dim)
 
 
 def _heads(x: Tensor, num_heads: int) -> Tensor:
@@ -146,8 +141,9 @@ class _Online:
             if first:
                 self.max, self.sum = scores.new_empty(b, q, 1), scores.new_empty(b, q, 1)
             scale = scores.new_empty(b, q, 1)
-            native.kernels().online_softmax(scores.data_ptr(), b, q, r, self.max.data_ptr(), self.sum.data_ptr(),
-                                            scale.data_ptr(), int(first), native.ptr(weight),
+            native.kernels().online_softmax(scores.data_ptr(), b, q, r, self.max.data_ptr(),
+                                            self.sum.data_ptr(), scale.data_ptr(), int(first),
+                                            native.ptr(weight),
                                             weight.stride(0) if weight is not None else 0)
             return scores, None if first else scale
         tile_max = scores.amax(2, keepdim=True)
@@ -206,7 +202,7 @@ class FastMaskDecoder:
     def __init__(self, decoder: nn.Module, tile: int = 2048, mask_tile: int | None = None) -> None:
         transformer = decoder.transformer
         if len(transformer.layers) != 2:
-            raise ValueError(f"FastMaskDecoder needs SAM's two-layer transformer, got {len(transformer.layers)}")
+            raise ValueError(f"FastMaskDecoder needs SAM's two-layer transformer ({len(transformer.layers)})")
         self.decoder = decoder
         self.transformer = transformer
         self.num_heads = transformer.num_heads
@@ -333,12 +329,12 @@ class FastMaskDecoder:
                 slices[name] = slice(start, start + columns[name].shape[1])
                 start += columns[name].shape[1]
             mat = torch.cat([columns[name] for name in names], 1)  # (heads * c, k)
-            cache[key] = (mat.view(nh, -1, mat.shape[1]).contiguous(), torch.cat([const[n][0] for n in names]),
-                          slices)
+            const = torch.cat([const[name][0] for name in names])
+            cache[key] = (mat.view(nh, -1, mat.shape[1]).contiguous(), const, slices)
         return cache[key]
 
     def _value_rows(self, layer: int, v: Tensor) -> dict[str, Tensor]:
-        """The maps of :meth:`_row_maps` for per-head values ``v`` (B, heads, T, c): name -> (B, heads*T, k)."""
+        """:meth:`_row_maps` of per-head values ``v`` (B, heads, T, c): name -> (B, heads * T, k)."""
         mat, const, slices = self._row_maps(layer, v)
         b, nh, t, c = v.shape
         out = torch.bmm(v.transpose(0, 1).reshape(nh, b * t, c), mat)  # (h, B*T, k)
@@ -376,7 +372,7 @@ class FastMaskDecoder:
         l0, l1 = tr.layers
         final = tr.final_attn_token_to_image
         nh = self.num_heads
-        g0, beta0, eps0 = l0.norm4.weight, l0.norm4.bias, l0.norm4.eps
+        beta0, eps0 = l0.norm4.bias, l0.norm4.eps
         g1, beta1, eps1 = l1.norm4.weight, l1.norm4.bias, l1.norm4.eps
         b = sparse.shape[0]
         n = ctx.grid[0] * ctx.grid[1]
@@ -410,7 +406,7 @@ class FastMaskDecoder:
         s01 = sparse.new_empty(b, 3, n)  # s0, s1, and A0 (Vg0 Vg0^T) A0^T for the layer-1 variance
         q = nh * t
         sh, sc = ctx.heads, ctx.scalars
-        mats0 = torch.cat([gram0, h1.transpose(1, 2), vg0 @ vg0.transpose(1, 2)], 1)  # (B, 3hT, hT): act on A0
+        mats0 = torch.cat([gram0, h1.transpose(1, 2), vg0 @ vg0.transpose(1, 2)], 1)  # (B, 3hT, hT), on A0
         online = _Online()
         acc_p = acc_a = None
         for r0, r1 in self._tiles(b, ctx.grid):
@@ -457,8 +453,9 @@ class FastMaskDecoder:
             x[:, q:] = _softmax_heads(scores, nh)  # A1
             m = torch.bmm(mats, x)  # (B, q + 1 + h*Tf, R)
             s1 = s01[:, 1:2, r0:r1]
-            self._layer1_stats(x, _head_scores(sh["go0"][..., r0:r1], v0), _head_scores(sh["o1"][..., r0:r1], v1),
-                               m, s0, s1, s01[:, 2:, r0:r1], sc, r0, mean_v0, float(beta_sq), dim, eps1)
+            y0, y1 = _head_scores(sh["go0"][..., r0:r1], v0), _head_scores(sh["o1"][..., r0:r1], v1)
+            self._layer1_stats(x, y0, y1, m, s0, s1, s01[:, 2:, r0:r1], sc, r0, mean_v0, float(beta_sq), dim,
+                               eps1)
             m[:, q + 1:] += kf_beta
             scores = _head_products(qf, sh["kf"][..., r0:r1], None, None, s0).add_(m[:, q + 1:]).mul_(s1)
             scores = _head_products(qf, sh["kf_pe"][..., r0:r1], None, scores)
@@ -485,10 +482,12 @@ class FastMaskDecoder:
         place) from the expansion ``|r + A0 V0|^2 = |r|^2 + 2 A0.(r V0^T) + A0 (V0 V0^T) A0^T`` (rows
         centred): ``o`` = r . V0 rows without the bias part, ``m0`` = [V0 V0^T; *; Ggg] @ A0."""
         b, q, r = a0.shape
-        if native.usable(a0, o, m0, s0, x0) and a0.is_contiguous() and o.is_contiguous() and m0.is_contiguous():
+        if native.usable(a0, o, m0, s0, x0) and a0.is_contiguous() and o.is_contiguous() \
+                and m0.is_contiguous():
             native.kernels().layer0_stats(
-                a0.data_ptr(), o.data_ptr(), m0.data_ptr(), m0.stride(0), b, q, r, sc["r0_sq"][r0:].data_ptr(),
-                sc["r0_bo0"][r0:].data_ptr(), float(dim), float(eps), s0.data_ptr(), s0.stride(0),
+                a0.data_ptr(), o.data_ptr(), m0.data_ptr(), m0.stride(0), b, q, r,
+                sc["r0_sq"][r0:].data_ptr(), sc["r0_bo0"][r0:].data_ptr(), float(dim), float(eps),
+                s0.data_ptr(), s0.stride(0),
                 x0.data_ptr(), x0.stride(0), x0.stride(1), 2 * q, q_gg.data_ptr(), q_gg.stride(0))
             return
         cross = (a0 * o).sum(1).add_(sc["r0_bo0"][r0:r0 + r])
@@ -499,7 +498,8 @@ class FastMaskDecoder:
 
     @staticmethod
     def _layer1_stats(x: Tensor, y0: Tensor, y1: Tensor, m: Tensor, s0: Tensor, s1: Tensor, q_gg: Tensor,
-                      sc: dict[str, Tensor], r0: int, mean_v0: Tensor, beta_sq: float, dim: int, eps: float) -> None:
+                      sc: dict[str, Tensor], r0: int, mean_v0: Tensor, beta_sq: float, dim: int,
+                      eps: float) -> None:
         """Layer-1 update's 1/std ``s1`` (B, 1, R), written in place, from the expansion of
         ``|new + A1 V1|^2`` over ``X = [A0 * s0; A1]`` (see the module docstring): ``y0``, ``y1`` the
         shared part's dot products with the rows, ``m[:, :Q]`` = the A1 rows of Gram @ X (with the
@@ -510,9 +510,10 @@ class FastMaskDecoder:
                 and x.stride(-1) == 1 and m.stride(-1) == 1 and m.stride(1) == r:
             mean_v0 = mean_v0.contiguous()  # kept alive for the call
             native.kernels().layer1_stats(
-                x.data_ptr(), x.stride(0), x.stride(1), y0.data_ptr(), y1.data_ptr(), m.data_ptr(), m.stride(0),
-                s0.data_ptr(), s1.data_ptr(), q_gg.data_ptr(), s0.stride(0), b, q, r, sc["rg_sq"][r0:].data_ptr(),
-                sc["rg_beta0"][r0:].data_ptr(), sc["grg_bo0"][r0:].data_ptr(), sc["grg_sum"][r0:].data_ptr(),
+                x.data_ptr(), x.stride(0), x.stride(1), y0.data_ptr(), y1.data_ptr(), m.data_ptr(),
+                m.stride(0), s0.data_ptr(), s1.data_ptr(), q_gg.data_ptr(), s0.stride(0), b, q, r,
+                sc["rg_sq"][r0:].data_ptr(), sc["rg_beta0"][r0:].data_ptr(), sc["grg_bo0"][r0:].data_ptr(),
+                sc["grg_sum"][r0:].data_ptr(),
                 sc["rg_bo1"][r0:].data_ptr(), mean_v0.data_ptr(), float(beta_sq), float(dim),
                 float(eps))
             return
@@ -578,7 +579,8 @@ class FastMaskDecoder:
             x = linear_gelu(x, w2, b2)
             if fused:  # (B, M, rows, gw, 4, 4) in sub-pixel order, unshuffled into the pixel layout
                 logits = torch.bmm(hyper, x.view(b, -1, c2).transpose(1, 2))
-                native.kernels().unshuffle_masks(logits.data_ptr(), b, m, y1 - y0, gw, out.data_ptr(), 4 * gh, 4 * gw, y0)
+                native.kernels().unshuffle_masks(logits.data_ptr(), b, m, y1 - y0, gw, out.data_ptr(), 4 * gh,
+                                                 4 * gw, y0)
             else:
                 out[:, y0:y1] = torch.bmm(x.view(b, -1, c2), hyper_t).view(b, y1 - y0, -1, m)
         if fused:

@@ -63,8 +63,8 @@ def _load() -> object | None:
     lib.unshuffle_masks.argtypes = [p, i, i, i, i, p, i, i, i]
     lib.threshold_masks.argtypes = [p, i, i, i, p, p, i, i, f, p, p]
     lib.resize_cols.argtypes = [p, i, i, i, p, p, i, i, p]
-    for fn in (lib.resize_cols, lib.threshold_masks, lib.unshuffle_masks, lib.head_products, lib.softmax_heads, lib.online_softmax, lib.stability_counts,
-               lib.layer0_stats, lib.layer1_stats):
+    for fn in (lib.resize_cols, lib.threshold_masks, lib.unshuffle_masks, lib.head_products,
+               lib.softmax_heads, lib.online_softmax, lib.stability_counts, lib.layer0_stats, lib.layer1_stats):
         fn.restype = None
     return lib
 
