@@ -342,7 +342,7 @@ class FastMaskGenerator(MaskGenerator):
                                                                   settings.crop_n_layers, 1)
         self._generate_crop_boxes = amg_utils.generate_crop_boxes
         self._remove_small_regions = amg_utils.remove_small_regions
-        self.prompts_per_call = prompts_per_call or (64 if on_gpu else 8)
+        self.prompts_per_call = prompts_per_call or (64 if on_gpu else 16)
         self.workers = workers
         self.screen = screen
         self.check_screen = check_screen

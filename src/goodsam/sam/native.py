@@ -63,8 +63,9 @@ def _load() -> object | None:
     lib.unshuffle_masks.argtypes = [p, i, i, i, i, p, i, i, i]
     lib.threshold_masks.argtypes = [p, i, i, i, p, p, i, i, f, p, p]
     lib.resize_cols.argtypes = [p, i, i, i, p, p, i, i, p]
-    for fn in (lib.resize_cols, lib.threshold_masks, lib.unshuffle_masks, lib.head_products,
-               lib.softmax_heads, lib.online_softmax, lib.stability_counts, lib.layer0_stats, lib.layer1_stats):
+    names = ("resize_cols", "threshold_masks", "unshuffle_masks", "head_products", "softmax_heads",
+             "online_softmax", "stability_counts", "layer0_stats", "layer1_stats")
+    for fn in (getattr(lib, name) for name in names):
         fn.restype = None
     return lib
 
