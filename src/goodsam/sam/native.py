@@ -1,8 +1,8 @@
 """Builds and loads the fused CPU loops of ``kernels.c`` (used by the fast mask generator on CPU).
 
 The C file is compiled once per machine with the system C compiler (``cc -O3 -march=native``) into
-``~/.cache/goodsam/kernels/`` (named by a hash of the source and the compiler flags) and loaded with
-ctypes: no PyTorch headers, so a build takes a second or two. Without a C compiler, or with
+``~/.cache/goodsam/kernels/`` (named by a hash of the source, the compiler flags and the CPU) and
+loaded with ctypes: no PyTorch headers, so a build takes a second or two. Without a C compiler, or with
 ``GOODSAM_NATIVE=0``, :func:`kernels` returns None and callers use their PyTorch path (same results
 up to float rounding, slower).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -42,12 +43,25 @@ def _build(target: Path) -> None:
         os.replace(out, target)  # atomic: concurrent builders never see a half-written library
 
 
+def _cpu_fingerprint() -> bytes:
+    """What ``-march=native`` depends on: the machine type and, on Linux, the CPU's feature flags (so
+    a cache shared between different CPUs never loads a library built for another one)."""
+    info = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info += next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        info += platform.processor()
+    return info.encode()
+
+
 def _load() -> object | None:
     if os.environ.get("GOODSAM_NATIVE", "1") == "0":
         return None
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    target = user_cache_dir() / "kernels" / f"goodsam_kernels_{digest}.so"
     try:
+        key = SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_fingerprint()
+        digest = hashlib.sha256(key).hexdigest()[:16]
+        target = user_cache_dir() / "kernels" / f"goodsam_kernels_{digest}.so"
         if not target.exists():
             _build(target)
         lib = ctypes.CDLL(str(target))
