@@ -22,7 +22,7 @@ import torch
 from ablation_common import Settings, display, read_json, run_goodsam, write_json
 
 from goodsam.dar.fusion import IGNORE_INDEX, fuse
-from goodsam.evaluation.metrics import ConfusionMatrix
+from goodsam.evaluation.pseudo_labels import PseudoLabelScorer
 from goodsam.imageio import list_images, load_label, load_rgb, save_png
 from goodsam.inference import load_model
 from goodsam.panorama.windows import assemble_tiles, crop_windows, sliding_windows
@@ -83,36 +83,6 @@ def run_eval(job: EvalJob, settings: Settings, log: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ fusion
-class FusionScorer:
-    """Per method: fallback-to-TA scores, own-pixel scores, the TA on those pixels, labelled share."""
-
-    def __init__(self) -> None:
-        self.full = {m: ConfusionMatrix(19) for m in FUSION_METHODS}
-        self.own = {m: ConfusionMatrix(19) for m in FUSION_METHODS}
-        self.ta_own = {m: ConfusionMatrix(19) for m in FUSION_METHODS}
-        self.own_pixels = dict.fromkeys(FUSION_METHODS, 0)
-        self.scored_pixels = 0
-
-    def add(self, method: str, gt: torch.Tensor, ta: torch.Tensor, labels: torch.Tensor) -> None:
-        scored = gt != IGNORE_INDEX
-        own = labels != IGNORE_INDEX
-        self.full[method].update(gt, torch.where(own, labels, ta))
-        self.own[method].update(gt[own], labels[own])
-        self.ta_own[method].update(gt[own], ta[own])
-        self.own_pixels[method] += int((own & scored).sum())
-        if method == FUSION_METHODS[0]:
-            self.scored_pixels += int(scored.sum())
-
-    def rows(self) -> dict[str, dict]:
-        out = {}
-        for method in FUSION_METHODS:
-            full, own, ta = (m[method].compute() for m in (self.full, self.own, self.ta_own))
-            out[method] = {"miou": 100 * full.miou, "pixel_accuracy": 100 * full.pixel_accuracy,
-                           "labelled": 100 * self.own_pixels[method] / max(self.scored_pixels, 1),
-                           "miou_own": 100 * own.miou, "ta_miou_own": 100 * ta.miou}
-        return out
-
-
 def window_logits(model, image: np.ndarray, settings: Settings) -> tuple[torch.Tensor, object]:
     """TA logits ``(N, C, H, w)`` of every sliding window, and the layout."""
     layout = sliding_windows(image.shape[0], image.shape[1], settings.window, settings.stride, False)
@@ -143,7 +113,7 @@ def run_fusion(ta_ref: str, settings: Settings, out: Path) -> dict:
     start = time.perf_counter()
     model = load_model(ta_ref)
     proxy = settings.work / "proxy" / "eval"
-    scorer = FusionScorer()
+    scorer = PseudoLabelScorer(FUSION_METHODS)
     for path in list_images(proxy / "images"):
         image = load_rgb(path)
         gt = torch.from_numpy(load_label(proxy / "labels" / f"{path.stem}_trainIds.png").astype(np.int64))

@@ -7,8 +7,9 @@ the fine ground truth, separately for the frankfurt (val) and aachen (train) fra
 
 * ``mIoU`` / ``pix acc``: unlabelled pixels (255: no mask, or SEPL's rejected masks) fall back to the TA's
   own prediction, so every method labels every pixel and the rows are directly comparable;
-* ``labelled``: share of pixels the method labels itself; ``mIoU lab.``: mIoU on those pixels only, with
-  the TA's mIoU on the same pixels in brackets;
+* ``labelled``: share of the ground-truth-labelled pixels the method labels itself; ``mIoU lab.``: mIoU
+  on the pixels it labels, with the TA's mIoU on the same pixels in brackets
+  (:class:`goodsam.evaluation.pseudo_labels.PseudoLabelScorer`, shared with the ablation report);
 * ``CTCF M=1``: only the pixels CTCF gives weight 1 (its high-confidence set E_H).
 
     python benchmarks/fusion.py [--cache-dir cache/fusion] [--aachen 20] [--points-per-side 32]
@@ -27,8 +28,8 @@ import torch
 
 from goodsam.assets import find_asset
 from goodsam.commands.masks import run_masks
-from goodsam.dar.fusion import IGNORE_INDEX, fuse
-from goodsam.evaluation.metrics import ConfusionMatrix
+from goodsam.dar.fusion import fuse
+from goodsam.evaluation.pseudo_labels import PseudoLabelScorer
 from goodsam.imageio import load_label, load_rgb
 from goodsam.sam.base import AMGSettings
 from goodsam.sam.cache import cache_path, load_panorama_masks
@@ -54,35 +55,12 @@ def link_frames(frames: list[Path], folder: Path) -> Path:
     return folder
 
 
-class Scorer:
-    """Two confusion matrices per method: fallback-to-TA, and labelled pixels only (+ TA on them)."""
-
-    def __init__(self) -> None:
-        self.full = {m: ConfusionMatrix(19) for m in METHODS}
-        self.labelled = {m: ConfusionMatrix(19) for m in METHODS}
-        self.ta_same = {m: ConfusionMatrix(19) for m in METHODS}
-        self.pixels = dict.fromkeys(METHODS, 0)
-        self.total = 0
-
-    def add(self, method: str, gt: torch.Tensor, ta: torch.Tensor, labels: torch.Tensor) -> None:
-        own = labels != IGNORE_INDEX
-        self.full[method].update(gt, torch.where(own, labels, ta))
-        self.labelled[method].update(gt[own], labels[own])
-        self.ta_same[method].update(gt[own], ta[own])
-        self.pixels[method] += int(own.sum())
-        if method == "TA alone":
-            self.total += gt.numel()
-
-    def rows(self, split: str) -> list[str]:
-        out = []
-        for method in METHODS:
-            full = self.full[method].compute()
-            lab = self.labelled[method].compute()
-            ta = self.ta_same[method].compute()
-            share = self.pixels[method] / max(self.total, 1)
-            out.append(f"| {split} | {method} | {100 * full.miou:.1f} | {100 * full.pixel_accuracy:.1f} | "
-                       f"{100 * share:.1f} % | {100 * lab.miou:.1f} ({100 * ta.miou:.1f}) |")
-        return out
+def table_rows(scorer: PseudoLabelScorer, split: str) -> list[str]:
+    out = []
+    for method, r in scorer.rows().items():
+        out.append(f"| {split} | {method} | {r['miou']:.1f} | {r['pixel_accuracy']:.1f} | "
+                   f"{r['labelled']:.1f} % | {r['miou_own']:.1f} ({r['ta_miou_own']:.1f}) |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     segmenter = build_segmenter(args.ta).to(args.device).eval()
     lines = ["| frames | method | mIoU | pix acc | labelled | mIoU lab. (TA) |", "|---|---|---|---|---|---|"]
     for split, paths in splits.items():
-        scorer = Scorer()
+        scorer = PseudoLabelScorer(METHODS)
         for path in paths:
             image = load_rgb(path)
             gt = torch.from_numpy(load_label(root / "labels" / f"{path.stem}_trainIds.png").astype(np.int64))
@@ -122,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                 if name == "ctcf":
                     high = torch.where(result.weights > 0, result.labels, torch.full_like(result.labels, 255))
                     scorer.add("CTCF M=1", gt, ta, high)
-        lines += scorer.rows(f"{split} ({len(paths)})")
+        lines += table_rows(scorer, f"{split} ({len(paths)})")
     total = time.perf_counter() - start
     print("\n".join(lines))
     print(f"\nMobileSAM ({args.impl}, points_per_side={args.points_per_side}) on whole 1024x512 frames, TA "

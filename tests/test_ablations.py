@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from goodsam.evaluation.pseudo_labels import PseudoLabelScorer
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.append(str(BENCHMARKS))
 
@@ -107,7 +109,7 @@ def test_fusion_scorer_falls_back_to_the_ta() -> None:
     gt = torch.tensor([[0, 1, 255, 2]])
     ta = torch.tensor([[0, 1, 1, 0]])
     own = torch.tensor([[0, 255, 255, 2]])  # the method labels two scored pixels, both right
-    scorer = ablation_eval.FusionScorer()
+    scorer = PseudoLabelScorer(("TA alone", "SEPL"))
     scorer.add("TA alone", gt, ta, ta)
     scorer.add("SEPL", gt, ta, own)
     rows = scorer.rows()

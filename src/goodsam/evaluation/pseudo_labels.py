@@ -1,0 +1,52 @@
+"""Scores of pseudo-labels against ground truth, for label sources that may abstain (e.g. CTCF's
+unlabelled pixels, eq. 3, or SEPL's rejected masks): how good they are where they speak, and overall
+with the TA filling in where they do not."""
+
+from __future__ import annotations
+
+import torch
+
+from goodsam.dar.fusion import IGNORE_INDEX
+from goodsam.evaluation.metrics import ConfusionMatrix
+
+
+class PseudoLabelScorer:
+    """Per method, over any number of images:
+
+    * ``miou`` / ``pixel_accuracy``: abstained pixels (``IGNORE_INDEX``) take the TA's label, so every
+      method labels every pixel and methods compare directly;
+    * ``labelled``: the share of the ground-truth-labelled pixels that the method labels itself;
+    * ``miou_own``: mIoU on the method's own pixels only, and ``ta_miou_own`` the TA's on the same pixels.
+
+    The first of ``methods`` is the one whose calls count the ground-truth-labelled pixels (add it once
+    per image).
+    """
+
+    def __init__(self, methods: tuple[str, ...], num_classes: int = 19) -> None:
+        self.methods = methods
+        self.full = {m: ConfusionMatrix(num_classes) for m in methods}
+        self.own = {m: ConfusionMatrix(num_classes) for m in methods}
+        self.ta_own = {m: ConfusionMatrix(num_classes) for m in methods}
+        self.own_pixels = dict.fromkeys(methods, 0)
+        self.scored_pixels = 0
+
+    def add(self, method: str, gt: torch.Tensor, ta: torch.Tensor, labels: torch.Tensor) -> None:
+        """One image: ground truth ``gt``, the TA's labels ``ta`` and the method's ``labels``."""
+        scored = gt != IGNORE_INDEX
+        own = labels != IGNORE_INDEX
+        self.full[method].update(gt, torch.where(own, labels, ta))
+        self.own[method].update(gt[own], labels[own])
+        self.ta_own[method].update(gt[own], ta[own])
+        self.own_pixels[method] += int((own & scored).sum())
+        if method == self.methods[0]:
+            self.scored_pixels += int(scored.sum())
+
+    def rows(self) -> dict[str, dict[str, float]]:
+        """Per method: ``miou``, ``pixel_accuracy``, ``labelled``, ``miou_own``, ``ta_miou_own`` (%)."""
+        out = {}
+        for method in self.methods:
+            full, own, ta = (m[method].compute() for m in (self.full, self.own, self.ta_own))
+            out[method] = {"miou": 100 * full.miou, "pixel_accuracy": 100 * full.pixel_accuracy,
+                           "labelled": 100 * self.own_pixels[method] / max(self.scored_pixels, 1),
+                           "miou_own": 100 * own.miou, "ta_miou_own": 100 * ta.miou}
+        return out
