@@ -57,13 +57,6 @@ def _centre(x: Tensor) -> Tensor:
     return x - x.mean(-1, keepdim=True)
 
 
-def _head_scores(shared: Tensor, per_prompt: Tensor) -> Tensor:
-    """Per-head products of per-image columns and per-prompt vectors.
-
-    ``shared`` (heads, c, R) for R image tokens, ``per_prompt`` (B, heads, T, c) -> (B, heads * T, R)."""
-    return _head_products(per_prompt, shared)
-
-
 def _head_products(k: Tensor, p1: Tensor, p2: Tensor | None = None, add: Tensor | None = None,
                    scale: Tensor | None = None) -> Tensor:
     """``scale * (HS(p1) + add) + HS(p2)`` with ``HS(p)`` the per-head products of per-image columns
@@ -202,13 +195,16 @@ class FastMaskDecoder:
     def __init__(self, decoder: nn.Module, tile: int = 2048, mask_tile: int | None = None) -> None:
         transformer = decoder.transformer
         if len(transformer.layers) != 2:
-            raise ValueError(f"FastMaskDecoder needs SAM's two-layer transformer ({len(transformer.layers)})")
+            layers = len(transformer.layers)
+            raise ValueError(f"FastMaskDecoder needs SAM's two-layer transformer, not {layers} layers")
         self.decoder = decoder
         self.transformer = transformer
         self.num_heads = transformer.num_heads
         self.tile = tile
         self.mask_tile = mask_tile or tile
         self._up_weights: tuple[Tensor, ...] | None = None
+        self._row_map_cache: dict[tuple, tuple[Tensor, Tensor, dict[str, slice]]] = {}
+        self._constant_cache: dict[tuple, dict[str, Tensor | float]] = {}
 
     # ------------------------------------------------------------------ per image
     @torch.no_grad()
@@ -293,7 +289,7 @@ class FastMaskDecoder:
         (k,) constant and the slice of each map's outputs.
         """
         key = (layer, like.device, like.dtype)
-        cache = self.__dict__.setdefault("_row_map_cache", {})
+        cache = self._row_map_cache
         if key in cache:
             return cache[key]
         l0, l1 = self.transformer.layers
@@ -332,6 +328,31 @@ class FastMaskDecoder:
             const = torch.cat([const[name][0] for name in names])
             cache[key] = (mat.view(nh, -1, mat.shape[1]).contiguous(), const, slices)
         return cache[key]
+
+    def _constants(self, like: Tensor) -> dict[str, Tensor | float]:
+        """What :meth:`transform` needs of the weights alone, computed once per device and dtype: the
+        output tokens, the centred layer-0 LayerNorm bias ``bt0`` and its maps, the constant rows of
+        the value projections."""
+        key = (like.device, like.dtype)
+        if key not in self._constant_cache:
+            dec, (l0, l1) = self.decoder, self.transformer.layers
+            final, t2i1 = self.transformer.final_attn_token_to_image, l1.cross_attn_token_to_image
+            g1, beta0, beta1 = l1.norm4.weight, l0.norm4.bias, l1.norm4.bias
+            w1, b1 = self._up_weights_for(like)[:2]
+            with torch.no_grad():
+                bt0 = _centre(beta0)
+                consts = {
+                    "out_tokens": torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0),
+                    "beta_sq": float((bt0 * bt0).sum()),
+                    "kf_beta": (g1 * bt0) @ final.k_proj.weight.t(),
+                    "v1_const": F.linear(beta0, t2i1.v_proj.weight, t2i1.v_proj.bias),
+                    "vf_beta": (g1 * bt0) @ final.v_proj.weight.t(),
+                    "vf_const": F.linear(beta1, final.v_proj.weight, final.v_proj.bias),
+                    "up_beta": (g1 * bt0) @ w1.t(),
+                    "up_const": F.linear(beta1, w1, b1),
+                }
+            self._constant_cache[key] = consts
+        return self._constant_cache[key]
 
     def _value_rows(self, layer: int, v: Tensor) -> dict[str, Tensor]:
         """:meth:`_row_maps` of per-head values ``v`` (B, heads, T, c): name -> (B, heads * T, k)."""
@@ -372,12 +393,11 @@ class FastMaskDecoder:
         l0, l1 = tr.layers
         final = tr.final_attn_token_to_image
         nh = self.num_heads
-        beta0, eps0 = l0.norm4.bias, l0.norm4.eps
-        g1, beta1, eps1 = l1.norm4.weight, l1.norm4.bias, l1.norm4.eps
+        eps0, eps1 = l0.norm4.eps, l1.norm4.eps
+        consts = self._constants(sparse)
         b = sparse.shape[0]
         n = ctx.grid[0] * ctx.grid[1]
-        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        tokens = torch.cat([consts["out_tokens"].unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         t = tokens.shape[1]
         token_ids = list(range(1 if multimask else 0, dec.num_mask_tokens))
         final_rows = [0] + [1 + i for i in token_ids]  # IoU token, then the mask tokens read
@@ -410,10 +430,10 @@ class FastMaskDecoder:
         online = _Online()
         acc_p = acc_a = None
         for r0, r1 in self._tiles(b, ctx.grid):
-            a0 = _softmax_heads(_head_scores(sh["q0"][..., r0:r1], k0), nh)  # (B, hT, R)
+            a0 = _softmax_heads(_head_products(k0, sh["q0"][..., r0:r1]), nh)  # (B, hT, R)
             m0 = torch.bmm(mats0, a0)
             s0 = s01[:, :1, r0:r1]
-            self._layer0_stats(a0, _head_scores(sh["o0"][..., r0:r1], v0), m0, sc, r0, dim, eps0, s0,
+            self._layer0_stats(a0, _head_products(v0, sh["o0"][..., r0:r1]), m0, sc, r0, dim, eps0, s0,
                                x01[:, :q, r0:r1], s01[:, 2:, r0:r1])
             scores = _head_products(q1, sh["k1"][..., r0:r1], sh["k1_pe"][..., r0:r1], m0[:, q:2 * q], s0)
             ps, scale = online.add(scores, s0)  # (B, hT, R), the weights times s0
@@ -421,7 +441,7 @@ class FastMaskDecoder:
             acc_a = _accumulate(acc_a, scale, torch.bmm(ps, a0.transpose(1, 2)))
         mixed = acc_p + _head_blocks_take(torch.bmm(acc_a, r0m["v1"]), nh, t)
         mixed = mixed / online.sum
-        mixed = mixed + _bias_rows(F.linear(beta0, t2i1.v_proj.weight, t2i1.v_proj.bias), nh, t)
+        mixed = mixed + _bias_rows(consts["v1_const"], nh, t)
         queries = self._token_mlp(l1, pre, self._attn_output(t2i1, mixed))
 
         # layer 1, image->token update, and the final token->image attention
@@ -432,13 +452,11 @@ class FastMaskDecoder:
 
         def rows01(key: str) -> Tensor:  # a map of the per-prompt rows [Vg0; Vt1] of the final image tokens
             return torch.cat([r0m[key], r1m[key]], 1)
-        bt0 = _centre(beta0)
-        beta_sq = (bt0 * bt0).sum()
         pre_f = queries[:, final_rows]
         cf = final.q_proj.weight.shape[0] // nh
         tf = len(final_rows)
         qf = self._project(final.q_proj, pre_f + tokens[:, final_rows], 1.0 / math.sqrt(cf))
-        kf_beta = _head_blocks((g1 * bt0 @ final.k_proj.weight.t()).expand(b, 1, -1), qf).transpose(1, 2)
+        kf_beta = _head_blocks(consts["kf_beta"].expand(b, 1, -1), qf).transpose(1, 2)
         # act on X = [A0 * s0; A1]: the A1 rows of the Gram of the rows (variance; the A0 block is done),
         # the rows' dot with beta0, the final attention keys
         mats = torch.cat([vt1 @ torch.cat([2 * vg0, vt1], 1).transpose(1, 2), rows01("beta").transpose(1, 2),
@@ -453,9 +471,9 @@ class FastMaskDecoder:
             x[:, q:] = _softmax_heads(scores, nh)  # A1
             m = torch.bmm(mats, x)  # (B, q + 1 + h*Tf, R)
             s1 = s01[:, 1:2, r0:r1]
-            y0, y1 = _head_scores(sh["go0"][..., r0:r1], v0), _head_scores(sh["o1"][..., r0:r1], v1)
-            self._layer1_stats(x, y0, y1, m, s0, s1, s01[:, 2:, r0:r1], sc, r0, mean_v0, float(beta_sq), dim,
-                               eps1)
+            y0, y1 = _head_products(v0, sh["go0"][..., r0:r1]), _head_products(v1, sh["o1"][..., r0:r1])
+            self._layer1_stats(x, y0, y1, m, s0, s1, s01[:, 2:, r0:r1], sc, r0, mean_v0, consts["beta_sq"],
+                               dim, eps1)
             m[:, q + 1:] += kf_beta
             scores = _head_products(qf, sh["kf"][..., r0:r1], None, None, s0).add_(m[:, q + 1:]).mul_(s1)
             scores = _head_products(qf, sh["kf_pe"][..., r0:r1], None, scores)
@@ -463,17 +481,14 @@ class FastMaskDecoder:
             acc_p = _accumulate(acc_p, scale, _head_sums(p1 * s0, sh["vf"][..., r0:r1]))
             acc_x = _accumulate(acc_x, scale, torch.bmm(p1, x.transpose(1, 2)))
             acc_c = _accumulate(acc_c, scale, p1.sum(2, keepdim=True))
-        wv = final.v_proj.weight.t()
         mixed = (acc_p + _head_blocks_take(torch.bmm(acc_x, rows01("vf")), nh, tf)
-                 + acc_c * _bias_rows((g1 * bt0) @ wv, nh, tf)) / online.sum
-        mixed = mixed + _bias_rows(F.linear(beta1, final.v_proj.weight, final.v_proj.bias), nh, tf)
+                 + acc_c * _bias_rows(consts["vf_beta"], nh, tf)) / online.sum
+        mixed = mixed + _bias_rows(consts["vf_const"], nh, tf)
         queries = tr.norm_final_attn(pre_f + self._attn_output(final, mixed))
         iou = dec.iou_prediction_head(queries[:, 0, :])
-        w1, b1 = self._up_weights_for(sparse)[:2]
-        up_rows = torch.cat([rows01("up"), ((g1 * bt0) @ w1.t()).expand(b, 1, -1)], 1)
-        up_const = F.linear(beta1, w1, b1)
+        up_rows = torch.cat([rows01("up"), consts["up_beta"].expand(b, 1, -1)], 1)
         return DecoderState(iou=iou, mask_tokens=queries[:, 1:], token_ids=token_ids, weights=x01,
-                            inv_std=s01, up_rows=up_rows, up_const=up_const)
+                            inv_std=s01, up_rows=up_rows, up_const=consts["up_const"])
 
     @staticmethod
     def _layer0_stats(a0: Tensor, o: Tensor, m0: Tensor, sc: dict[str, Tensor], r0: int, dim: int, eps: float,
@@ -561,7 +576,7 @@ class FastMaskDecoder:
         _, ln, act1, _, act2 = dec.output_upscaling
         _, _, w2, b2 = self._up_weights_for(tokens)
         c1, c2 = ctx.up.shape[1] // 4, w2.shape[0] // 4
-        _, linear_gelu = _onednn_linears(tokens, act2)
+        linear_gelu = _linear_gelu(tokens, act2)
         m = len(token_ids)
         fused = native.usable(hyper)  # the masks go straight to the pixel layout
         out = hyper.new_empty(b, m, 4 * gh, 4 * gw) if fused else \
@@ -613,12 +628,12 @@ def _bias_rows(vector: Tensor, num_heads: int, t: int) -> Tensor:
 _ONEDNN_OK: bool | None = None
 
 
-def _onednn_linears(like: Tensor, act: nn.Module):
-    """``(linear, act(linear))`` for the upscaler: oneDNN's fused kernels (bias and exact GELU applied
-    in the same pass; same values as the separate operations) on CPU float32 where available,
-    else the plain PyTorch operations."""
+def _linear_gelu(like: Tensor, act: nn.Module):
+    """``act(linear(x, w, b))`` for the upscaler: oneDNN's fused kernel (bias and exact GELU applied in
+    the same pass; same values as the separate operations) on CPU float32 where available, else the
+    plain PyTorch operations."""
     global _ONEDNN_OK
-    plain = (F.linear, lambda x, w, b: act(F.linear(x, w, b)))
+    plain = lambda x, w, b: act(F.linear(x, w, b))  # noqa: E731
     if like.device.type != "cpu" or like.dtype != torch.float32:
         return plain
     if not isinstance(act, nn.GELU) or act.approximate != "none":
@@ -633,4 +648,4 @@ def _onednn_linears(like: Tensor, act: nn.Module):
             _ONEDNN_OK = False
     if not _ONEDNN_OK:
         return plain
-    return (lambda x, w, b: op(x, w, b, "none", [], ""), lambda x, w, b: op(x, w, b, "gelu", [], "none"))
+    return lambda x, w, b: op(x, w, b, "gelu", [], "none")
