@@ -68,19 +68,20 @@ def _load() -> object | None:
     except (OSError, subprocess.SubprocessError):
         return None
     p, i, i64, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
-    lib.head_products.argtypes = [p, p, i64, i, i, i, p, i, i, p, i64, p, i64, p]
-    lib.softmax_heads.argtypes = [p, i, i, i, i]
-    lib.online_softmax.argtypes = [p, i, i, i, p, p, p, i, p, i64]
-    lib.stability_counts.argtypes = [p, i, i, i, p, p, i, i, f, f, p, p]
-    lib.layer0_stats.argtypes = [p, p, p, i64, i, i, i, p, p, f, f, p, i64, p, i64, i64, i64, p, i64]
-    lib.layer1_stats.argtypes = [p, i64, i64, p, p, p, i64, p, p, p, i64, i, i, i, p, p, p, p, p, p, f, f, f]
-    lib.unshuffle_masks.argtypes = [p, i, i, i, i, p, i, i, i]
-    lib.threshold_masks.argtypes = [p, i, i, i, p, p, i, i, f, p, p]
-    lib.resize_cols.argtypes = [p, i, i, i, p, p, i, i, p]
-    names = ("resize_cols", "threshold_masks", "unshuffle_masks", "head_products", "softmax_heads",
-             "online_softmax", "stability_counts", "layer0_stats", "layer1_stats")
-    for fn in (getattr(lib, name) for name in names):
-        fn.restype = None
+    signatures = {  # argument types of each function in kernels.c (all return void)
+        "head_products": [p, p, i64, i, i, i, p, i, i, p, i64, p, i64, p],
+        "softmax_heads": [p, i, i, i, i],
+        "online_softmax": [p, i, i, i, p, p, p, i, p, i64],
+        "stability_counts": [p, i, i, i, p, p, i, i, f, f, p, p],
+        "layer0_stats": [p, p, p, i64, i, i, i, p, p, f, f, p, i64, p, i64, i64, i64, p, i64],
+        "layer1_stats": [p, i64, i64, p, p, p, i64, p, p, p, i64, i, i, i, p, p, p, p, p, p, f, f, f],
+        "unshuffle_masks": [p, i, i, i, i, p, i, i, i],
+        "threshold_masks": [p, i, i, i, p, p, i, i, f, p, p],
+        "resize_cols": [p, i, i, i, p, p, i, i, p],
+    }
+    for name, argtypes in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = argtypes, None
     return lib
 
 
