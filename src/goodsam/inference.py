@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from goodsam.errors import AssetError, ConfigError
+from goodsam.panorama.windows import crop_windows, sliding_windows, stitch_windows
 from goodsam.segmenters.base import Segmenter, SegmenterOutput
+from goodsam.segmenters.scale import forward_at_scale, resolve_scale
 
 CHECKPOINT_CONFIG = "goodsam_model.json"
 CHECKPOINT_WEIGHTS = "model.safetensors"
@@ -212,45 +214,57 @@ def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.array(Image.fromarray(label).resize((width, height), Image.NEAREST))
 
 
-def _run(model: SegmentationModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _segment_logits(model: SegmentationModel, batch: torch.Tensor) -> torch.Tensor:
+    logits = model.segment(batch).logits
+    if tuple(logits.shape[-2:]) != tuple(batch.shape[-2:]):
+        logits = F.interpolate(logits, size=batch.shape[-2:], mode="bilinear", align_corners=False)
+    return logits
+
+
+def _run(model: SegmentationModel, images: torch.Tensor, batch_size: int, scale: float = 1.0) -> torch.Tensor:
     device = model_device(model)
     chunks = []
     for start in range(0, images.shape[0], batch_size):
         batch = images[start:start + batch_size].to(device)
-        logits = model.segment(batch).logits
-        if tuple(logits.shape[-2:]) != tuple(batch.shape[-2:]):
-            logits = F.interpolate(logits, size=batch.shape[-2:], mode="bilinear", align_corners=False)
+        logits = forward_at_scale(lambda x: _segment_logits(model, x), batch, scale)
         chunks.append(logits.float().cpu())
     return torch.cat(chunks)
 
 
+def model_scale(model: SegmentationModel, scale: float | str, width: int) -> float:
+    """The numeric input scale of ``model`` for images ``width`` columns wide (``auto``: its zoo density)."""
+    return resolve_scale(scale, getattr(model, "name", None), width)
+
+
 @torch.inference_mode()
 def predict_logits(model: SegmentationModel, image: np.ndarray, window: int | None = None,
-                   stride: int | None = None, wrap: bool = False, batch_size: int = 4) -> torch.Tensor:
+                   stride: int | None = None, wrap: bool = False, batch_size: int = 4,
+                   scale: float | str = 1.0) -> torch.Tensor:
     """Logits ``(C, H, W)`` (float32, CPU) for one HxWx3 uint8 image.
 
     Whole image when ``window`` is None; otherwise full-height windows of ``window`` columns every
     ``stride`` columns (default ``window // 2``), their logits averaged where they overlap
-    (``goodsam.panorama.windows``); ``wrap`` continues windows across the 360° seam.
+    (``goodsam.panorama.windows``); ``wrap`` continues windows across the 360° seam. ``scale``: the
+    input scale (:mod:`goodsam.segmenters.scale`; ``auto`` treats the image width as 360°): the image
+    or each window is resized by it before the model, the logits resized back.
     """
     tensor = torch.tensor(image, dtype=torch.uint8).permute(2, 0, 1).contiguous()  # a writable copy
+    factor = model_scale(model, scale, tensor.shape[2])
     if window is None:
-        return _run(model, tensor[None], 1)[0]
-    from goodsam.panorama.windows import crop_windows, sliding_windows, stitch_windows
-
+        return _run(model, tensor[None], 1, factor)[0]
     layout = sliding_windows(tensor.shape[1], tensor.shape[2], window, stride or max(1, window // 2), wrap)
     crops = crop_windows(tensor, layout)
-    return stitch_windows(_run(model, crops, batch_size), layout)
+    return stitch_windows(_run(model, crops, batch_size, factor), layout)
 
 
 def predict_labels(model: SegmentationModel, image: np.ndarray, window: int | None = None,
                    stride: int | None = None, wrap: bool = False, size: tuple[int, int] | None = None,
-                   output_size: tuple[int, int] | None = None) -> np.ndarray:
+                   output_size: tuple[int, int] | None = None, scale: float | str = 1.0) -> np.ndarray:
     """HxW uint8 trainIds for one image; ``size`` (h, w) resizes the input first, ``output_size``
-    resizes the logits (bilinear) before the argmax."""
+    resizes the logits (bilinear) before the argmax; ``scale`` as in :func:`predict_logits`."""
     if size is not None:
         image = resize_image(image, *size)
-    logits = predict_logits(model, image, window, stride, wrap)
+    logits = predict_logits(model, image, window, stride, wrap, scale=scale)
     if output_size is not None and tuple(logits.shape[-2:]) != tuple(output_size):
         logits = F.interpolate(logits[None], size=output_size, mode="bilinear", align_corners=False)[0]
     return logits.argmax(0).to(torch.uint8).numpy()

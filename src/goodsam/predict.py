@@ -68,10 +68,13 @@ def _inference_size(model: SegmentationModel, image: np.ndarray,
 
 def predict_images(model: SegmentationModel, inputs: list[str | Path], out_dir: str | Path, *,
                    window: int | None = None, stride: int | None = None, wrap: bool = False,
-                   height: int | None = None, width: int | None = None, overlays: bool = True,
+                   height: int | None = None, width: int | None = None, scale: float | str = 1.0,
+                   overlays: bool = True,
                    gallery: bool = True, alpha: float = 0.5, title: str = "goodsam predictions",
                    progress: ProgressCallback | None = None) -> list[Prediction]:
-    """Segment every input image; outputs at the input's own resolution (see the module docstring)."""
+    """Segment every input image; outputs at the input's own resolution (see the module docstring).
+
+    ``scale``: the model's input scale (:func:`goodsam.inference.predict_logits`)."""
     paths = collect_inputs(inputs)
     out = Path(out_dir)
     results: list[Prediction] = []
@@ -79,7 +82,8 @@ def predict_images(model: SegmentationModel, inputs: list[str | Path], out_dir: 
     for index, path in enumerate(paths):
         image = load_rgb(path)
         size = _inference_size(model, image, (height, width))
-        labels = predict_labels(model, image, window, stride, wrap, size=size, output_size=image.shape[:2])
+        labels = predict_labels(model, image, window, stride, wrap, size=size, output_size=image.shape[:2],
+                                scale=scale)
         label_path = save_png(out / "labels" / f"{path.stem}.png", labels)
         names = tuple(CITYSCAPES_CLASSES[c] for c in present_classes(labels))
         overlay_path = None
@@ -97,5 +101,6 @@ def predict_images(model: SegmentationModel, inputs: list[str | Path], out_dir: 
             progress(index + 1, len(paths), path.name)
     if gallery and items:
         mode = f"sliding window {window}/{stride or window // 2}" if window else "whole image"
+        mode += f", input scale {scale}" if scale != 1.0 else ""
         write_gallery(items, out, title, f"model {getattr(model, 'name', '?')}, {mode}, {len(items)} images")
     return results

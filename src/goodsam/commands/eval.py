@@ -55,6 +55,9 @@ def eval_command(
     wrap: bool = typer.Option(False, help="Let windows wrap around the 360° seam."),
     height: int | None = typer.Option(None, help="Resize images (bilinear), labels (nearest) to H."),
     width: int | None = typer.Option(None, help="… and width W."),
+    scale: str = typer.Option("1", help="Model input scale: each image/window is resized by it before the "
+                                        "model, logits resized back; 'auto' = the model's training pixel "
+                                        "density / the panorama's (width = 360°)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: PyTorch's choice)."),
     weights: Path | None = typer.Option(None, help="Explicit weight file for a zoo model."),
@@ -66,8 +69,10 @@ def eval_command(
     from goodsam.evaluation import evaluate, get_class_map, open_labelled_set, write_report
     from goodsam.evaluation.evaluate import check_labels
     from goodsam.inference import load_model, set_threads
+    from goodsam.segmenters.scale import parse_scale
 
     size = _size(height, width)
+    input_scale = parse_scale(scale)
     if stride is not None and window is None:
         raise ConfigError("--stride needs --window")
     mapping = get_class_map(class_map)
@@ -79,13 +84,14 @@ def eval_command(
     config = {
         "model": model, "dataset": labelled.describe(), "class_map": mapping.name,
         "inference": {"mode": "sliding" if window else "whole", "window": window,
-                      "stride": (stride or window // 2) if window else None, "wrap": wrap},
+                      "stride": (stride or window // 2) if window else None, "wrap": wrap,
+                      "scale": input_scale},
         "size": list(size) if size else None, "device": device,
     }
     typer.echo(f"evaluating {model} on {len(labelled)} images of {labelled.source} ({labelled.layout}), "
                f"class map {mapping.name}", err=True)
     result = evaluate(loaded, labelled, mapping, window=window, stride=stride, wrap=wrap, size=size,
-                      config=config, progress=_progress("eval"), check=False,
+                      scale=input_scale, config=config, progress=_progress("eval"), check=False,
                       save_predictions=out / "predictions" if save_predictions else None)
     paths = write_report(result, out, name or model)
     typer.echo(paths["markdown"].read_text().rstrip())

@@ -18,6 +18,9 @@ def predict_command(
     wrap: bool = typer.Option(False, help="Let windows wrap around the 360° seam."),
     height: int | None = typer.Option(None, min=1, help="Run at this height (outputs keep the input size)."),
     width: int | None = typer.Option(None, min=1, help="Run at this width (one alone keeps the aspect)."),
+    scale: str = typer.Option("1", help="Model input scale: each image/window is resized by it before the "
+                                        "model, logits resized back; 'auto' = the model's training pixel "
+                                        "density / the panorama's (width = 360°)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: PyTorch's choice)."),
     weights: Path | None = typer.Option(None, help="Explicit weight file for a zoo model."),
@@ -29,14 +32,16 @@ def predict_command(
     from goodsam.commands.eval import _progress
     from goodsam.inference import load_model, set_threads
     from goodsam.predict import collect_inputs, predict_images
+    from goodsam.segmenters.scale import parse_scale
 
     if stride is not None and window is None:
         raise ConfigError("--stride needs --window")
+    input_scale = parse_scale(scale)
     paths = collect_inputs(inputs)  # bad inputs fail before the model loads
     set_threads(threads)
     loaded = load_model(model, device=device, weights=weights, onnx_threads=threads)
     results = predict_images(loaded, paths, out, window=window, stride=stride, wrap=wrap, height=height,
-                             width=width, overlays=overlays, gallery=gallery, alpha=alpha,
+                             width=width, scale=input_scale, overlays=overlays, gallery=gallery, alpha=alpha,
                              title=f"goodsam predictions: {model}", progress=_progress("predict"))
     for result in results:
         typer.echo(f"{result.source} -> {result.labels} ({', '.join(result.classes[:6])}"

@@ -16,6 +16,8 @@ TA's hard boundaries ``B_TA^i``, ``B_TA^j`` and SAM's boundary ``B_SAM`` of the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from goodsam.dar.boundaries import boundary_from_logits, soft_boundary_map
@@ -80,6 +82,30 @@ def boundary_enhanced_loss(b_ref: torch.Tensor, soft_i: torch.Tensor, soft_j: to
     target = b_ref.to(soft_i.dtype).expand_as(soft_i)
     count = target.sum().clamp(min=1.0)
     return ((target - soft_i).abs().sum() + (target - soft_j).abs().sum()) / count
+
+
+def boundary_disagreement_loss(b_ref: torch.Tensor, soft: Sequence[torch.Tensor],
+                               hard: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Eq. 2 / eq. 7 evaluated only where they are meant to act (a safeguard beyond the paper).
+
+    The paper's L1 runs over every overlap pixel, so wherever a model's probabilities vary between
+    neighbours without a ``B_ref`` boundary (thin objects, uncertain regions) it pushes the model
+    towards flat predictions, and its sum over all pixels divided by ``|B_ref|`` dwarfs the other
+    terms. Here each model's L1 is taken only on the pixels where its own hard boundary and ``B_ref``
+    disagree (``B_ref XOR B_hard``: boundaries to add where ``B_ref`` moved one, boundaries to drop
+    where it removed one), normalised by the number of such pixels (at least 1); pixels where both
+    agree, and the interiors of regions, get no gradient.
+    """
+    target = b_ref.bool()
+    total, count = None, None
+    for soft_map, hard_map in zip(soft, hard, strict=True):
+        where = (target.expand_as(hard_map) ^ hard_map.bool()).to(soft_map.dtype)
+        value = ((target.to(soft_map.dtype) - soft_map).abs() * where).sum()
+        total = value if total is None else total + value
+        count = where.sum() if count is None else count + where.sum()
+    if total is None:
+        raise ValueError("boundary_disagreement_loss needs at least one boundary map")
+    return total / count.clamp(min=1.0)
 
 
 def overlap_boundary_loss(logits_i: torch.Tensor, logits_j: torch.Tensor, b_sam: torch.Tensor,

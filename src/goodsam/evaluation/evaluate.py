@@ -73,13 +73,14 @@ def check_labels(dataset: LabelledSet, class_map: ClassMap) -> None:
 
 def evaluate(model: SegmentationModel, dataset: LabelledSet, class_map: ClassMap, *,
              window: int | None = None, stride: int | None = None, wrap: bool = False,
-             size: tuple[int, int] | None = None, config: dict | None = None,
+             size: tuple[int, int] | None = None, scale: float | str = 1.0, config: dict | None = None,
              progress: ProgressCallback | None = None, save_predictions: Path | None = None,
              check: bool = True) -> EvalResult:
     """Run ``model`` over ``dataset`` and score it with ``class_map``.
 
     ``size`` (height, width) resizes every image (bilinear) and label (nearest) before inference and
-    scoring. ``save_predictions`` writes each predicted trainId map as a PNG into that folder. Labels are
+    scoring; ``scale`` is the model's input scale (:func:`goodsam.inference.predict_logits`).
+    ``save_predictions`` writes each predicted trainId map as a PNG into that folder. Labels are
     checked first (``check``) so that a bad label fails before any inference.
     """
     if check:
@@ -89,7 +90,7 @@ def evaluate(model: SegmentationModel, dataset: LabelledSet, class_map: ClassMap
         image, label = dataset.load(sample)
         if size is not None:
             label = resize_label(label, *size)
-        prediction = predict_labels(model, image, window, stride, wrap, size=size)
+        prediction = predict_labels(model, image, window, stride, wrap, size=size, scale=scale)
         if save_predictions is not None:
             stem = Path(sample.name).with_suffix("").as_posix().replace("/", "_")
             save_png(save_predictions / f"{stem}.png", prediction)

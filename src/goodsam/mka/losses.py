@@ -18,13 +18,21 @@ whose weight is 0 is not computed at all (paper Table 3 ablation).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from goodsam.dar import boundary_enhanced_loss, fuse, refine_from_logits, soft_boundary_map
+from goodsam.dar import (
+    boundary_disagreement_loss,
+    boundary_enhanced_loss,
+    boundary_from_logits,
+    fuse,
+    refine_from_logits,
+    soft_boundary_map,
+)
 from goodsam.dar import window_consistency_loss as _window_consistency_loss
+from goodsam.dar.safeguards import apply_safeguards
 from goodsam.panorama.windows import WindowLayout, assemble_tiles, crop_overlaps, crop_windows, overlap_pairs
 
 IGNORE_INDEX = 255
@@ -44,10 +52,13 @@ class LossWeights:
     eq1_consistency: float = 1.0
     eq2_boundary_enhanced: float = 1.0
     high_conf_lambda: float = 0.2
+    # eq. 2 / eq. 7 form: "paper" (L1 over the whole overlap / |B_ref|) or "disagreement" (only where the
+    # model's hard boundary and B_ref differ; :func:`goodsam.dar.boundary_disagreement_loss`).
+    boundary_form: str = "paper"
 
     def term_weights(self) -> dict[str, float]:
-        """The weights of the six loss terms (without λ)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "high_conf_lambda"}
+        """The weights of the six loss terms (without λ and the boundary form)."""
+        return {name: getattr(self, name) for name in (*STUDENT_TERMS, *TA_TERMS)}
 
 
 def _zero(reference: torch.Tensor) -> torch.Tensor:
@@ -167,11 +178,13 @@ def ta_ensemble_loss(ta_window_logits: torch.Tensor, labels: torch.Tensor, weigh
 
 
 def student_boundary_loss(student_overlap_logits: Sequence[torch.Tensor],
-                          refined_boundaries: Sequence[torch.Tensor]) -> torch.Tensor:
+                          refined_boundaries: Sequence[torch.Tensor], form: str = "paper") -> torch.Tensor:
     """Eq. 7: L1 between the student's soft boundary map on every overlap and ``B_ref``.
 
     Per overlap ``O_k``: ``sum_x |B_ref(x) - B~_S(x)| / max(1, |B_ref|)`` (normalised like eq. 2), where
     ``B~_S`` is :func:`goodsam.dar.soft_boundary_map` of ``P|O_k`` (differentiable); averaged over overlaps.
+    ``form="disagreement"``: only where the student's hard boundary and ``B_ref`` differ
+    (:func:`goodsam.dar.boundary_disagreement_loss`).
     """
     if len(student_overlap_logits) != len(refined_boundaries):
         raise ValueError(f"{len(student_overlap_logits)} overlap crops but {len(refined_boundaries)} "
@@ -179,11 +192,24 @@ def student_boundary_loss(student_overlap_logits: Sequence[torch.Tensor],
     losses = []
     for logits, b_ref in zip(student_overlap_logits, refined_boundaries, strict=True):
         soft = soft_boundary_map(logits.float())
+        if form == "disagreement":
+            losses.append(boundary_disagreement_loss(b_ref.detach(), [soft], [boundary_from_logits(logits)]))
+            continue
         target = b_ref.detach().to(soft).expand_as(soft)
         losses.append((target - soft).abs().sum() / target.sum().clamp(min=1.0))
     if not losses:
         raise ValueError("eq. 7 needs at least one overlap")
     return torch.stack(losses).mean()
+
+
+def _ta_boundary_loss(b_ref: torch.Tensor, logits_i: torch.Tensor, logits_j: torch.Tensor,
+                      form: str) -> torch.Tensor:
+    """Eq. 2 on one overlap in the chosen form (``paper`` or ``disagreement``)."""
+    soft = [soft_boundary_map(logits_i), soft_boundary_map(logits_j)]
+    if form == "disagreement":
+        hard = [boundary_from_logits(logits_i.detach()), boundary_from_logits(logits_j.detach())]
+        return boundary_disagreement_loss(b_ref, soft, hard)
+    return boundary_enhanced_loss(b_ref, *soft)
 
 
 def _weighted_sum(terms: dict[str, torch.Tensor], names: Sequence[str], weights: LossWeights) -> torch.Tensor:
@@ -222,13 +248,15 @@ class PanoramaTargets:
 def panorama_targets(ta_window_logits: torch.Tensor, layout: WindowLayout, window_masks: Sequence,
                      overlap_sam_boundaries: Sequence[torch.Tensor], fusion: str = "ctcf",
                      fusion_options: dict | None = None, alpha: float = 0.3,
-                     void: torch.Tensor | None = None) -> PanoramaTargets:
+                     void: torch.Tensor | None = None, ta_confidence: float | None = None,
+                     uncertain: str = "paper") -> PanoramaTargets:
     """Fusion (eq. 3) per window with the current TA, ``B_ref`` per overlap and the tiled TA logits.
 
     ``window_masks``: one SAM mask set (``MaskSet`` or ``(n, H, w)`` bool) per window;
     ``overlap_sam_boundaries``: ``B_SAM`` ``(H, w_k)`` bool per overlap; ``void``: ``(H, W)`` bool of
     pixels outside the scene: unlabelled in ``E_i`` (255, weight 0), never a ``B_ref`` boundary, and no
-    eq. 4 target (see :func:`panorama_losses`).
+    eq. 4 target (see :func:`panorama_losses`). ``ta_confidence``/``uncertain``: the fusion safeguards of
+    :func:`goodsam.dar.safeguards.apply_safeguards` (defaults: the paper's fusion unchanged).
     """
     if len(window_masks) != layout.num_windows:
         raise ValueError(f"{len(window_masks)} window mask sets for {layout.num_windows} windows")
@@ -236,8 +264,11 @@ def panorama_targets(ta_window_logits: torch.Tensor, layout: WindowLayout, windo
         logits = ta_window_logits.detach().float()
         options = fusion_options or {}
         fused = [fuse(fusion, masks, logits[i], **options) for i, masks in enumerate(window_masks)]
-        labels = torch.stack([f.labels for f in fused]).to(logits.device)
-        weights = torch.stack([f.weights for f in fused]).to(logits.device)
+        guarded = [apply_safeguards(f.labels.to(logits.device), f.weights.to(logits.device), logits[i],
+                                    ta_confidence=ta_confidence, uncertain=uncertain)
+                   for i, f in enumerate(fused)]
+        labels = torch.stack([g[0] for g in guarded])
+        weights = torch.stack([g[1] for g in guarded])
         pairs = overlap_pairs(logits, layout)
         refined = [refine_from_logits(a, b, sam, alpha)
                    for (a, b), sam in zip(pairs, overlap_sam_boundaries, strict=True)]
@@ -271,7 +302,7 @@ def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor
                                                               weights.high_conf_lambda)
     if on["eq7_student_boundary"] and layout.num_overlaps:
         terms["eq7_student_boundary"] = student_boundary_loss(crop_overlaps(student_logits, layout),
-                                                              targets.refined)
+                                                              targets.refined, weights.boundary_form)
     if on["eq6_ta_ensemble"]:
         terms["eq6_ta_ensemble"] = ta_ensemble_loss(ta_window_logits, targets.labels, targets.weights,
                                                     weights.high_conf_lambda)
@@ -280,7 +311,7 @@ def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor
     if on["eq2_boundary_enhanced"] and layout.num_overlaps:
         pairs = overlap_pairs(ta_window_logits.float(), layout)
         terms["eq2_boundary_enhanced"] = torch.stack([
-            boundary_enhanced_loss(b_ref, soft_boundary_map(a), soft_boundary_map(b))
+            _ta_boundary_loss(b_ref, a, b, weights.boundary_form)
             for (a, b), b_ref in zip(pairs, targets.refined, strict=True)]).mean()
     has_student = any(name in terms for name in STUDENT_TERMS)
     has_ta = any(name in terms for name in TA_TERMS)

@@ -185,6 +185,7 @@ class Checkpoint:
     rng_info: dict
     rng_tensors: dict[str, torch.Tensor]
     extra: dict
+    ta_ema: dict[str, torch.Tensor] | None = None
 
 
 def checkpoint_name(step: int) -> str:
@@ -193,8 +194,10 @@ def checkpoint_name(step: int) -> str:
 
 def save_checkpoint(run_dir: Path, step: int, config_hash: str, ta: torch.nn.Module, student: torch.nn.Module,
                     optimizers: dict[str, torch.optim.Optimizer], scaler_state: dict | None = None,
-                    keep: int = 2, extra: dict | None = None) -> Path:
-    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the ``keep`` newest."""
+                    keep: int = 2, extra: dict | None = None, ta_ema: torch.nn.Module | None = None) -> Path:
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the ``keep`` newest.
+
+    ``ta_ema``: the moving-average TA of ``train.ta_ema`` runs (``ta_ema.safetensors``), if any."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     target = root / checkpoint_name(step)
@@ -203,6 +206,8 @@ def save_checkpoint(run_dir: Path, step: int, config_hash: str, ta: torch.nn.Mod
     tmp.mkdir()
     save_tensors(tmp / "ta.safetensors", model_state(ta))
     save_tensors(tmp / "student.safetensors", model_state(student))
+    if ta_ema is not None:
+        save_tensors(tmp / "ta_ema.safetensors", model_state(ta_ema))
     tensors: dict[str, torch.Tensor] = {}
     optim_json = {name: _split_optimizer(name, opt.state_dict(), tensors) for name, opt in optimizers.items()}
     rng_info, rng_tensors = rng_state()
@@ -253,6 +258,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
     tensors = load_tensors(path / "state.safetensors")
     optimizers = {name: _join_optimizer(rest, tensors) for name, rest in state["optimizers"].items()}
     rng_tensors = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+    ema_path = path / "ta_ema.safetensors"
+    ta_ema = load_tensors(ema_path) if ema_path.is_file() else None
     return Checkpoint(path, int(state["step"]), state["config_hash"], load_tensors(path / "ta.safetensors"),
                       load_tensors(path / "student.safetensors"), optimizers, state.get("scaler"),
-                      state["rng"], rng_tensors, state.get("extra", {}))
+                      state["rng"], rng_tensors, state.get("extra", {}), ta_ema)

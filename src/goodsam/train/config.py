@@ -20,12 +20,17 @@ import yaml
 
 from goodsam.errors import ConfigError
 from goodsam.mka.losses import LossWeights
+from goodsam.segmenters.scale import parse_scale
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 # Keys that do not change what is computed: they may differ when a run is resumed.
 NON_SEMANTIC_KEYS = ("name", "description", "train.steps", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.log_every", "train.progress")
+# Keys added after runs were made: at these values they compute what the older configs did, so they
+# stay out of the hash and those runs still resume.
+ADDED_KEY_DEFAULTS = {"ta.scale": 1.0, "fusion.ta_confidence": None, "fusion.uncertain": "paper",
+                      "loss.boundary_form": "paper", "train.ta_ema": None}
 
 
 @dataclass
@@ -61,6 +66,14 @@ class ModelConfig:
 
 
 @dataclass
+class TAConfig(ModelConfig):
+    """The TA and its input ``scale`` (a number or ``auto``; see :mod:`goodsam.segmenters.scale`): every
+    window is resized by it before the TA wherever the TA runs (targets of eq. 1-4 and 6)."""
+
+    scale: float | str = 1.0
+
+
+@dataclass
 class SAMConfig:
     """The frozen SAM used (only) to fill the mask cache; ``settings`` are ``AMGSettings`` fields."""
 
@@ -81,11 +94,19 @@ class SAMConfig:
 
 @dataclass
 class FusionConfig:
-    """Eq. 3 fusion (``ctcf``, ``ssa`` or ``sepl``) + options; ``alpha``: B_ref's top-2 gap threshold."""
+    """Eq. 3 fusion (``ctcf``, ``ssa`` or ``sepl``) + options; ``alpha``: B_ref's top-2 gap threshold.
+
+    Safeguards beyond the paper (null/``paper`` = the paper's rule), see :mod:`goodsam.dar.safeguards`:
+    ``ta_confidence``: inside a mask, pixels whose TA top probability reaches it keep the TA's label;
+    ``uncertain``: ``paper`` (CTCF's weight-0 masks take the lowest-entropy label) or ``ta`` (they take
+    the TA's own per-pixel labels: the mask decides nothing it is not confident about).
+    """
 
     method: str = "ctcf"
     options: dict = field(default_factory=dict)
     alpha: float = 0.3
+    ta_confidence: float | None = None
+    uncertain: str = "paper"
 
 
 @dataclass
@@ -133,6 +154,9 @@ class TrainSection:
     keep_checkpoints: int = 2
     log_every: int = 1
     progress: bool = True
+    # Targets (E, M, B_ref, eq. 4) from an exponential moving average of the TA with this decay
+    # (beyond the paper; 1.0 = the initial TA, frozen); null: from the TA being trained (the paper).
+    ta_ema: float | None = None
 
 
 @dataclass
@@ -144,7 +168,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     windows: WindowConfig = field(default_factory=WindowConfig)
     sam: SAMConfig = field(default_factory=SAMConfig)
-    ta: ModelConfig = field(default_factory=lambda: ModelConfig("espnetv2-s2.0"))
+    ta: TAConfig = field(default_factory=lambda: TAConfig("espnetv2-s2.0"))
     student: ModelConfig = field(default_factory=ModelConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     loss: LossWeights = field(default_factory=LossWeights)
@@ -163,7 +187,8 @@ class TrainConfig:
     def hash(self) -> str:
         """SHA-256 (16 hex) of everything that changes the computation (not ``train.steps``, logging…)."""
         data = self.to_dict()
-        for key in NON_SEMANTIC_KEYS:
+        added = [key for key, default in ADDED_KEY_DEFAULTS.items() if _lookup(data, key) == default]
+        for key in (*NON_SEMANTIC_KEYS, *added):
             *parents, last = key.split(".")
             node = data
             for part in parents:
@@ -175,6 +200,13 @@ class TrainConfig:
     @property
     def schedule_steps(self) -> int:
         return self.optim.decay_steps or self.train.steps
+
+
+def _lookup(data: dict, key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def available_configs() -> list[str]:
@@ -252,6 +284,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if optional:
             return None
         raise ConfigError(f"config key '{where}' must not be null")
+    if text.startswith("float | str"):  # a scale: a positive number or 'auto'
+        return parse_scale(value)
     if hint is bool or text.startswith("bool"):
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{where}' must be true or false, got {value!r}")
@@ -319,6 +353,13 @@ def validate(config: TrainConfig) -> TrainConfig:
         (config.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (config.train.amp in ("auto", "bf16", "fp16", "off"), "train.amp must be auto, bf16, fp16 or off"),
         (config.fusion.method.lower() in ("ctcf", "ssa", "sepl"), "fusion.method must be ctcf, ssa or sepl"),
+        (config.fusion.uncertain in ("paper", "ta"), "fusion.uncertain must be paper or ta"),
+        (config.train.ta_ema is None or 0 <= config.train.ta_ema <= 1,
+         "train.ta_ema must be in [0, 1] or null"),
+        (config.fusion.ta_confidence is None or 0 < config.fusion.ta_confidence <= 1,
+         "fusion.ta_confidence must be in (0, 1] or null"),
+        (config.loss.boundary_form in ("paper", "disagreement"),
+         "loss.boundary_form must be paper or disagreement"),
         (config.optim.student.lr >= 0 and config.optim.ta.lr >= 0, "learning rates must be >= 0"),
         (config.optim.grad_clip is None or config.optim.grad_clip > 0, "optim.grad_clip must be > 0 or null"),
         (all(v >= 0 for v in config.loss.term_weights().values()), "loss weights must be >= 0"),

@@ -59,6 +59,8 @@ class RunMonitor:
 
 
 def _tag(key: str) -> str:
+    if key.startswith("val/"):
+        return key
     if key.startswith("lr_"):
         return f"lr/{key[3:]}"
     if key.startswith("grad_norm_"):

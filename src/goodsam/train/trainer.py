@@ -19,6 +19,7 @@ when supported, else fp16 with a gradient scaler). Everything random is either s
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import random
@@ -36,6 +37,7 @@ from tqdm import tqdm
 from goodsam.errors import ConfigError
 from goodsam.mka.losses import LossWeights, panorama_losses, panorama_targets
 from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows
+from goodsam.segmenters.scale import forward_at_scale, resolve_scale
 from goodsam.train import augment
 from goodsam.train.checkpoint import (
     CheckpointError,
@@ -49,7 +51,8 @@ from goodsam.train.checkpoint import (
 from goodsam.train.config import TrainConfig
 from goodsam.train.data import PanoramaDataset, Sample, global_indices, rank_indices
 from goodsam.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, current, wrap_ddp
-from goodsam.train.monitor import RunMonitor
+from goodsam.train.monitor import RunMonitor, read_metrics
+from goodsam.train.validation import Validation, append_jsonl, plot_validation_curve
 
 ModelFactory = Callable[[TrainConfig, torch.device], tuple[nn.Module, nn.Module]]
 
@@ -139,8 +142,10 @@ class Trainer:
     def __init__(self, config: TrainConfig, data_dir: str | Path, masks_dir: str | Path,
                  run_dir: str | Path, *, device: str = "auto", resume: bool = False,
                  force_resume: bool = False, progress: bool | None = None, tensorboard: bool = True,
-                 model_factory: ModelFactory | None = None):
+                 model_factory: ModelFactory | None = None, validation: Validation | None = None):
         self.config = config
+        self.validation = validation
+        self.ta_scale = resolve_scale(config.ta.scale, config.ta.architecture, config.data.width)
         self.info = current()
         self.device = resolve_device(device, self.info)
         self.run_dir = Path(run_dir)
@@ -159,6 +164,9 @@ class Trainer:
             "ta": self._adamw(self.ta_module, config.optim.ta),
         }
         self.step = 0
+        self.ta_ema: nn.Module | None = None
+        if config.train.ta_ema is not None:  # targets from a moving average of the TA (a safeguard)
+            self.ta_ema = copy.deepcopy(self.ta_module).requires_grad_(False)
         self._restore(resume, force_resume)
         self.ta = wrap_ddp(self.ta_module, self.info, self.device)
         self.student = wrap_ddp(self.student_module, self.info, self.device)
@@ -167,6 +175,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", config.to_yaml())
             self.monitor = RunMonitor(self.run_dir, self.step, tensorboard=tensorboard)
+            val_log = self.run_dir / "validation.jsonl"  # drop records after the checkpoint, as metrics.jsonl
+            kept = [r for r in read_metrics(val_log) if r.get("step", 0) <= self.step]
+            atomic_write_text(val_log, "".join(json.dumps(r) + "\n" for r in kept))
 
     @staticmethod
     def _adamw(model: nn.Module, cfg) -> torch.optim.AdamW:
@@ -198,6 +209,10 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as exc:  # even --force-resume cannot change the models
             first = str(exc).strip().splitlines()[0][:300]
             raise CheckpointError(f"{found} does not fit these models ({first}); use another --out") from None
+        if self.ta_ema is not None:
+            if ckpt.ta_ema is None:
+                raise CheckpointError(f"{found} has no moving-average TA (train.ta_ema); use another --out")
+            self.ta_ema.load_state_dict(ckpt.ta_ema)
         if ckpt.scaler and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt.scaler)
         set_rng_state(ckpt.rng_info, ckpt.rng_tensors)
@@ -215,13 +230,18 @@ class Trainer:
         image = sample.image.to(self.device)
         windows = crop_windows(image, self.layout).float()  # (N, 3, H, w)
         with self._autocast():
-            ta_logits = self.ta(self.ta_module.preprocess(windows)).logits.float()
+            ta_logits = self._ta_logits(self.ta, self.ta_module, windows)
+            target_logits = ta_logits
+            if self.ta_ema is not None:
+                with torch.no_grad():
+                    target_logits = self._ta_logits(self.ta_ema, self.ta_ema, windows)
         void = None
         if cfg.data.void_rgb is not None:
             colour = torch.tensor(cfg.data.void_rgb, device=image.device, dtype=image.dtype)
             void = (image == colour[:, None, None]).all(0)
-        targets = panorama_targets(ta_logits, self.layout, sample.window_masks, sample.overlap_boundaries,
-                                   cfg.fusion.method, cfg.fusion.options, cfg.fusion.alpha, void=void)
+        targets = panorama_targets(target_logits, self.layout, sample.window_masks, sample.overlap_boundaries,
+                                   cfg.fusion.method, cfg.fusion.options, cfg.fusion.alpha, void=void,
+                                   ta_confidence=cfg.fusion.ta_confidence, uncertain=cfg.fusion.uncertain)
         aug = augment.Augmentation(self.layout.width)
         if step is not None:
             aug = augment.sample_augmentation(self.layout.width, cfg.train.seed, step, sample.index,
@@ -231,6 +251,21 @@ class Trainer:
             student_logits = self.student(self.student_module.preprocess(student_in)).logits.float()
         student_logits = augment.invert(student_logits[0], aug)
         return panorama_losses(student_logits, ta_logits, self.layout, targets, self.weights)
+
+    def _ta_logits(self, model: nn.Module, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """TA logits ``(N, C, H, w)`` of float RGB windows at the TA's input scale (``ta.scale``)."""
+        return forward_at_scale(lambda x: model(module.preprocess(x)).logits, windows, self.ta_scale).float()
+
+    def _update_ema(self) -> None:
+        """``ema = d·ema + (1 - d)·ta`` for parameters; buffers (batch-norm statistics) copied."""
+        if self.ta_ema is None or self.config.train.ta_ema == 1.0:
+            return
+        decay = float(self.config.train.ta_ema)
+        with torch.no_grad():
+            for ema, live in zip(self.ta_ema.parameters(), self.ta_module.parameters(), strict=True):
+                ema.lerp_(live.detach(), 1.0 - decay)
+            for ema, live in zip(self.ta_ema.buffers(), self.ta_module.buffers(), strict=True):
+                ema.copy_(live)
 
     # ----------------------------------------------------------------------------------- one step
     def _set_lr(self, step: int) -> dict[str, float]:
@@ -258,6 +293,8 @@ class Trainer:
         mine = rank_indices(indices, self.info.rank, self.info.world_size)
         set_train_mode(self.ta_module, cfg.train.freeze_norm, cfg.train.dropout)
         set_train_mode(self.student_module, cfg.train.freeze_norm, cfg.train.dropout)
+        if self.ta_ema is not None:
+            set_train_mode(self.ta_ema, cfg.train.freeze_norm, False)
         lrs = self._set_lr(step)
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
@@ -277,6 +314,7 @@ class Trainer:
                 sums[f"grad_norm_{name}"] = float(norm)
             self.scaler.step(optimizer)
         self.scaler.update()
+        self._update_ema()
         keys = sorted(sums)
         reduced = all_reduce_mean(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
         scalars = dict(zip(keys, reduced.tolist(), strict=True))
@@ -307,12 +345,30 @@ class Trainer:
             scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
             path = save_checkpoint(self.run_dir, self.step, self.config.hash(), self.ta_module,
                                    self.student_module, self.optimizers, scaler,
-                                   keep=self.config.train.keep_checkpoints)
+                                   keep=self.config.train.keep_checkpoints, ta_ema=self.ta_ema)
             self.export(with_ta=final)
             if self.monitor:
                 self.monitor.flush()
         barrier()
         return path
+
+    def validate(self, last: bool = False) -> dict[str, float] | None:
+        """Score student and TA on the validation set (all ranks; logged by the main process)."""
+        if self.validation is None:
+            return None
+        cfg = self.config
+        results = self.validation.score(self.student_module, self.ta_module, window=cfg.windows.width,
+                                        stride=cfg.windows.stride, wrap=cfg.windows.wrap,
+                                        ta_scale=self.ta_scale, rank=self.info.rank,
+                                        world_size=self.info.world_size)
+        scalars = {f"val/{name}_miou": float(r["miou"] or 0.0) for name, r in results.items()}
+        if self.monitor is not None:
+            self.monitor.log(self.step, scalars)
+            append_jsonl(self.run_dir / "validation.jsonl",
+                         {"step": self.step, **{n: {"miou": r["miou"], "per_class": r["per_class"]}
+                                                for n, r in results.items()}})
+            plot_validation_curve(self.monitor.records, self.run_dir / "validation_curve.png")
+        return scalars
 
     def export(self, with_ta: bool = False) -> Path:
         """Write ``RUN_DIR/student`` (and ``RUN_DIR/ta`` with ``with_ta``) in the format predict loads.
@@ -337,6 +393,8 @@ class Trainer:
         bar = tqdm(total=total, initial=min(self.step, total), desc="train", unit="step",
                    disable=not (self.info.is_main and self.show_progress), dynamic_ncols=True)
         try:
+            if self.step == 0 and total > 0:
+                self.validate(last=False)
             while self.step < total:
                 scalars = self.train_step(self.step)
                 self.step += 1
@@ -348,6 +406,8 @@ class Trainer:
                     self.monitor.log(self.step, scalars)
                 bar.update(1)
                 bar.set_postfix(student=f"{scalars['student']:.3f}", ta=f"{scalars['ta']:.3f}")
+                if self.validation is not None and self.validation.due(self.step, self.step == total):
+                    self.validate(last=self.step == total)
                 if self.step % self.config.train.checkpoint_every == 0 or self.step == total:
                     self.save(final=self.step == total)
                     saved_at = self.step
@@ -371,14 +431,17 @@ class Trainer:
 
 def train(config: TrainConfig, data_dir: str | Path, masks_dir: str | Path, run_dir: str | Path, *,
           steps: int | None = None, device: str = "auto", resume: bool = False, force_resume: bool = False,
-          progress: bool | None = None, tensorboard: bool = True) -> TrainResult:
+          progress: bool | None = None, tensorboard: bool = True,
+          validation: Validation | None = None) -> TrainResult:
     """Build a :class:`Trainer` and run it to ``steps`` (the library entry point behind ``goodsam train``)."""
     trainer = Trainer(config, data_dir, masks_dir, run_dir, device=device, resume=resume,
-                      force_resume=force_resume, progress=progress, tensorboard=tensorboard)
+                      force_resume=force_resume, progress=progress, tensorboard=tensorboard,
+                      validation=validation)
     try:
         return trainer.fit(steps)
     finally:
         trainer.close()
 
 
-__all__ = ["LossWeights", "TrainResult", "Trainer", "amp_dtype", "lr_factor", "seed_everything", "train"]
+__all__ = ["LossWeights", "TrainResult", "Trainer", "Validation", "amp_dtype", "lr_factor", "seed_everything",
+           "train"]

@@ -1,0 +1,292 @@
+"""Issue 12's pieces: the TA input scale rule, the fusion and boundary safeguards on hand-made cases,
+the moving-average TA, and validation during training (logged, plotted, resumable)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import CodedSegmenter
+from PIL import Image
+
+from goodsam.commands.masks import run_masks
+from goodsam.dar import boundary_disagreement_loss, soft_boundary_map
+from goodsam.dar.fusion import IGNORE_INDEX, ctcf_fusion
+from goodsam.dar.safeguards import apply_safeguards, keep_confident_ta, ta_labels_where_uncertain
+from goodsam.errors import ConfigError
+from goodsam.inference import predict_logits
+from goodsam.segmenters.scale import (
+    TRAINING_PIXELS_PER_DEGREE,
+    auto_scale,
+    forward_at_scale,
+    parse_scale,
+    resolve_scale,
+)
+from goodsam.train.config import load_config
+from goodsam.train.trainer import Trainer
+from goodsam.train.validation import Validation
+
+SMALL = ["data.height=64", "data.width=256", "windows.width=128", "windows.stride=64",
+         "data.batch_size=1", "train.checkpoint_every=1", "train.progress=false",
+         "sam.settings.points_per_side=2"]
+
+
+# ------------------------------------------------------------------------------------- scale rule
+def test_auto_scale_is_the_density_ratio() -> None:
+    # A Cityscapes frame at 1024 px: fx = 2262.52 / 2 px per radian -> 19.74 px/deg; 2048 px over 360°.
+    espnet = TRAINING_PIXELS_PER_DEGREE["espnetv2-s2.0"]
+    assert espnet == pytest.approx(1131.26 * math.pi / 180, rel=1e-6)
+    assert auto_scale("espnetv2-s2.0", 2048) == pytest.approx(espnet / (2048 / 360))
+    assert auto_scale("espnetv2-s2.0", 2048) == pytest.approx(3.4705, abs=1e-3)
+    # Twice the panorama width halves the scale; SegFormer trained at full 2048-px frames doubles it.
+    assert auto_scale("espnetv2-s0.5", 4096) == pytest.approx(auto_scale("espnetv2-s0.5", 2048) / 2)
+    assert auto_scale("segformer-b5", 2048) == pytest.approx(2 * auto_scale("espnetv2-s2.0", 2048))
+    # A panorama whose density equals the training density needs no scaling.
+    width = round(360 * espnet)
+    assert auto_scale("espnetv2-s1.0", width) == pytest.approx(1.0, abs=2e-3)
+    assert resolve_scale("auto", "espnetv2-s2.0", 2048) == auto_scale("espnetv2-s2.0", 2048)
+    assert resolve_scale(2, None, 2048) == 2.0
+
+
+def test_scale_setting_errors() -> None:
+    assert parse_scale("auto") == "auto" and parse_scale("2.5") == 2.5 and parse_scale(1) == 1.0
+    for bad in ("big", 0, -1, float("nan"), True):
+        with pytest.raises(ConfigError, match="scale must be a positive number or 'auto'"):
+            parse_scale(bad)
+    with pytest.raises(ConfigError, match="training pixel density of 'mystery'"):
+        auto_scale("mystery", 2048)
+    assert load_config("nano-s0.5", ["ta.scale=auto"]).ta.scale == "auto"
+    assert load_config("nano-s0.5", ["ta.scale=2.5"]).ta.scale == 2.5
+    with pytest.raises(ConfigError, match="scale must be"):
+        load_config("nano-s0.5", ["ta.scale=huge"])
+    # New keys at their defaults leave the config hash (and so resuming older runs) unchanged.
+    base = load_config("nano-s0.5")
+    assert load_config("nano-s0.5", ["ta.scale=1", "fusion.uncertain=paper"]).hash() == base.hash()
+    assert load_config("nano-s0.5", ["ta.scale=2"]).hash() != base.hash()
+
+
+def test_forward_at_scale_returns_window_size_logits() -> None:
+    seen = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(x.shape[-2:]))
+        return x[:, :2] * 2.0  # "logits" that keep the image's content
+
+    images = torch.rand(3, 3, 40, 64) * 255
+    out = forward_at_scale(forward, images, 2.5)
+    assert seen == [(100, 160)] and out.shape == (3, 2, 40, 64)
+    # Up and down again is close to the identity on smooth content; scale 1 is exactly the identity.
+    smooth = torch.linspace(0, 255, 64).expand(1, 3, 40, 64).contiguous()
+    back = forward_at_scale(forward, smooth, 2.0)
+    torch.testing.assert_close(back[..., 2:-2], (smooth[:, :2] * 2)[..., 2:-2], atol=0.5, rtol=0)
+    assert torch.equal(forward_at_scale(forward, images, 1.0), images[:, :2] * 2.0)
+    assert forward_at_scale(forward, images, 0.5).shape == (3, 2, 40, 64)
+
+
+def test_predict_logits_with_scale_and_windows() -> None:
+    model = CodedSegmenter()
+    image = np.zeros((32, 96, 3), np.uint8)
+    image[:, :, 0] = 50  # class 5 everywhere
+    for scale in (1.0, 2.0, 0.75):
+        logits = predict_logits(model, image, window=32, stride=16, scale=scale)
+        assert logits.shape == (19, 32, 96)
+        assert (logits.argmax(0) == 5).all()
+
+
+# --------------------------------------------------------------------------------- fusion safeguards
+def _logits_from(labels: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) logits whose argmax is ``labels`` with top probability ~``confidence``."""
+    logits = torch.zeros(19, *labels.shape)
+    gap = torch.log(confidence / (1 - confidence) * 18)
+    logits.scatter_(0, labels[None], gap[None])
+    return logits
+
+
+def test_confident_ta_is_never_overridden_by_a_mask() -> None:
+    # One SAM mask covers a road area (class 0) with a thin pole (class 5) the TA sees confidently.
+    ta = torch.zeros(8, 8, dtype=torch.long)
+    ta[:, 3] = 5
+    conf = torch.full((8, 8), 0.6)
+    conf[:, 3] = 0.95
+    logits = _logits_from(ta, conf)
+    mask = torch.ones(1, 8, 8, dtype=torch.bool)
+    mask[0, :, 7] = False  # the last column is outside every mask
+    fused = ctcf_fusion(mask, logits)
+    assert (fused.labels[:, :7] == 0).all() and fused.mask_weights[0] == 1.0  # paper: the pole is erased
+    labels, weights = keep_confident_ta(fused.labels, fused.weights, logits, 0.9)
+    assert (labels[:, 3] == 5).all() and (weights[:, 3] == 0).all()  # the pole is kept, out of E_H
+    assert (labels[:, :3] == 0).all() and (weights[:, :3] == 1).all()  # unsure pixels follow the mask
+    assert (labels[:, 7] == IGNORE_INDEX).all()  # no mask, no label
+    same = apply_safeguards(fused.labels, fused.weights, logits)
+    assert torch.equal(same[0], fused.labels) and torch.equal(same[1], fused.weights)
+
+
+def test_uncertain_masks_take_the_ta_labels() -> None:
+    ta = torch.zeros(8, 8, dtype=torch.long)
+    ta[:, 4:] = 8  # half road, half vegetation: coverage 0.5 < theta 0.7 (set for this 64-px mask)
+    logits = _logits_from(ta, torch.full((8, 8), 0.7))
+    mask = torch.ones(1, 8, 8, dtype=torch.bool)
+    fused = ctcf_fusion(mask, logits, theta_small=0.7)
+    assert fused.mask_weights[0] == 0.0 and len(fused.labels.unique()) == 1  # one label for all
+    labels, weights = ta_labels_where_uncertain(fused.labels, fused.weights, logits)
+    assert torch.equal(labels, ta) and torch.equal(weights, fused.weights)
+    with pytest.raises(ValueError, match="uncertain"):
+        apply_safeguards(fused.labels, fused.weights, logits, uncertain="maybe")
+
+
+# ------------------------------------------------------------------------------- boundary safeguard
+def test_boundary_disagreement_loss_acts_only_where_boundaries_differ() -> None:
+    # A confident thin pole that B_ref agrees with: the paper's L1 still penalises the uncertain
+    # background; the disagreement form is exactly zero there.
+    labels = torch.zeros(10, 10, dtype=torch.long)
+    labels[:, 4] = 5
+    conf = 0.4 + 0.3 * torch.rand(10, 10, generator=torch.Generator().manual_seed(0))  # unsure background
+    conf[:, 4] = 0.99
+    logits = _logits_from(labels, conf).requires_grad_(True)
+    hard = torch.zeros(10, 10, dtype=torch.bool)
+    hard[:, 3:6] = True  # the pole's boundary pixels (both sides of each label change)
+    soft = soft_boundary_map(logits)
+    paper = (hard.float() - soft).abs().sum() / hard.sum()
+    assert float(paper.detach()) > 0.1, float(paper.detach())
+    agree = boundary_disagreement_loss(hard, [soft], [hard])
+    assert float(agree) == 0.0
+    # B_ref moved the boundary one column right: only the columns that differ carry loss.
+    moved = torch.zeros_like(hard)
+    moved[:, 4:7] = True
+    loss = boundary_disagreement_loss(moved, [soft], [hard])
+    loss.backward()
+    where = logits.grad.abs().sum(0) > 0
+    assert float(loss) > 0 and not where[:, :2].any() and not where[:, 8:].any()
+    expected = ((moved.float() - soft).abs() * (moved ^ hard)).sum() / (moved ^ hard).sum()
+    torch.testing.assert_close(loss, expected)
+
+
+# ------------------------------------------------------------------------------ training features
+class StandInSAM:
+    """Grey-level terciles split into left and right halves (6 masks), as in test_train.py."""
+
+    model_name = "mobile_sam"
+    impl = "fast"
+
+    def generate(self, image: np.ndarray):
+        from goodsam.sam.base import MaskSet
+
+        grey = image.mean(axis=2)
+        bins = np.digitize(grey, np.quantile(grey, [1 / 3, 2 / 3]))
+        half = np.arange(image.shape[1])[None, :] < image.shape[1] // 2
+        masks = np.stack([(bins == k) & (half == side) for k in range(3) for side in (True, False)])
+        masks = masks[masks.reshape(len(masks), -1).any(1)]
+        n = len(masks)
+        return MaskSet(masks, masks.reshape(n, -1).sum(1), np.full(n, 0.9, np.float32),
+                       np.full(n, 0.95, np.float32), np.zeros((n, 4), np.int64))
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory: pytest.TempPathFactory, assets_dir: Path) -> dict[str, Path]:
+    """Two real panoramas with stand-in masks, and a labelled validation set of two panorama bands
+    made from real Cityscapes frames (image + trainIds)."""
+    from goodsam.sam.base import AMGSettings
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("evidence")
+    data = root / "data"
+    data.mkdir()
+    for name in ("pass_1027U_0.png", "pass_1210U_1.png"):
+        shutil.copy(assets_dir / "panoramas" / name, data / name)
+    settings = AMGSettings(**{**load_config("nano-s0.5").sam.settings, "points_per_side": 2,
+                              "points_per_batch": 4})
+    run_masks(data, root / "masks", settings=settings, generator=StandInSAM(), height=64, width=256,
+              window=128, stride=64, progress=False)
+    images, labels = root / "val" / "images", root / "val" / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    frames = sorted((assets_dir / "cityscapes" / "images").glob("aachen_*.jpg"))[:2]
+    for frame in frames:
+        Image.open(frame).convert("RGB").resize((256, 64)).save(images / f"{frame.stem}.png")
+        label = Image.open(assets_dir / "cityscapes" / "labels" / f"{frame.stem}_trainIds.png")
+        label.resize((256, 64), Image.NEAREST).save(labels / f"{frame.stem}_trainIds.png")
+    return {"data": data, "masks": root / "masks", "val_images": images, "val_labels": labels}
+
+
+def test_validation_is_logged_plotted_and_resumes(small_data: dict[str, Path], tmp_path: Path) -> None:
+    cfg = load_config("nano-s0.5", [*SMALL, "ta.scale=1.5"])
+    validation = Validation.from_folders(small_data["val_images"], small_data["val_labels"],
+                                         "{stem}_trainIds.png", "cityscapes19", every=2)
+    run = tmp_path / "run"
+    trainer = Trainer(cfg, small_data["data"], small_data["masks"], run, progress=False, tensorboard=True,
+                      validation=validation)
+    trainer.fit(3)
+    trainer.close()
+    lines = [json.loads(x) for x in (run / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [0, 2, 3]
+    for record in lines:
+        for model in ("student", "ta"):
+            assert 0.0 <= record[model]["miou"] <= 100.0 and "road" in record[model]["per_class"]
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    val_steps = [r["step"] for r in metrics if "val/student_miou" in r]
+    assert val_steps == [0, 2, 3] and all("val/ta_miou" in r for r in metrics if "val/student_miou" in r)
+    assert (run / "validation_curve.png").stat().st_size > 1000
+    assert any((run / "tensorboard").iterdir())
+    # The validation of the untrained models equals `goodsam eval`'s code on the same models.
+    from goodsam.evaluation import evaluate, get_class_map, open_labelled_set
+
+    fresh = Trainer(load_config("nano-s0.5", [*SMALL, "ta.scale=1.5"]), small_data["data"],
+                    small_data["masks"], tmp_path / "other", progress=False, tensorboard=False)
+    dataset = open_labelled_set(images=small_data["val_images"], labels=small_data["val_labels"],
+                                label_pattern="{stem}_trainIds.png")
+    ta_eval = evaluate(fresh.ta_module.eval(), dataset, get_class_map("cityscapes19"), window=128, stride=64,
+                       scale=1.5)
+    assert lines[0]["ta"]["miou"] == pytest.approx(100 * ta_eval.scores.miou)
+    fresh.close()
+    # Resuming from the step-2 checkpoint drops the step-3 records and writes them again.
+    for old in sorted((run / "checkpoints").glob("step_*"))[-1:]:
+        shutil.rmtree(old)
+    (run / "checkpoints" / "latest").unlink()
+    again = Trainer(cfg, small_data["data"], small_data["masks"], run, resume=True, progress=False,
+                    tensorboard=False, validation=validation)
+    assert again.step == 2
+    again.fit(3)
+    again.close()
+    lines = [json.loads(x) for x in (run / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [0, 2, 3]
+
+
+def test_moving_average_ta_makes_the_targets_and_resumes(small_data: dict[str, Path], tmp_path: Path) -> None:
+    overrides = [*SMALL, "train.ta_ema=0.5", "optim.ta.lr=1e-3", "loss.boundary_form=disagreement",
+                 "fusion.ta_confidence=0.9", "fusion.uncertain=ta"]
+    run = tmp_path / "ema"
+    trainer = Trainer(load_config("nano-s0.5", overrides), small_data["data"], small_data["masks"], run,
+                      progress=False, tensorboard=False)
+    start = {k: v.clone() for k, v in trainer.ta_module.state_dict().items()}
+    trainer.fit(2)
+    ema, live = trainer.ta_ema.state_dict(), trainer.ta_module.state_dict()
+    key = next(k for k, v in start.items() if v.is_floating_point() and not torch.equal(v, live[k]))
+    # Two steps of decay 0.5 from the same start: the average lies strictly between start and now.
+    assert not torch.equal(ema[key], live[key]) and not torch.equal(ema[key], start[key])
+    trainer.close()
+    resumed = Trainer(load_config("nano-s0.5", overrides), small_data["data"], small_data["masks"], run,
+                      resume=True, progress=False, tensorboard=False)
+    for name, value in resumed.ta_ema.state_dict().items():
+        torch.testing.assert_close(value, ema[name], rtol=0, atol=0)
+    resumed.close()
+    frozen = Trainer(load_config("nano-s0.5", [*SMALL, "train.ta_ema=1.0", "optim.ta.lr=1e-3"]),
+                     small_data["data"], small_data["masks"], tmp_path / "frozen", progress=False,
+                     tensorboard=False)
+    first = {k: v.clone() for k, v in frozen.ta_ema.state_dict().items()}
+    frozen.fit(1)
+    for name, value in frozen.ta_ema.state_dict().items():
+        assert torch.equal(value, first[name]), name
+    frozen.close()
+
+
+def test_train_cli_validation_options(small_data: dict[str, Path], tmp_path: Path) -> None:
+    from goodsam.commands.train import run_train
+
+    with pytest.raises(ConfigError, match="both --val-images and --val-labels"):
+        run_train("nano-s0.5", small_data["data"], small_data["masks"], tmp_path / "r",
+                  val_images=small_data["val_images"])
