@@ -290,3 +290,31 @@ def test_train_cli_validation_options(small_data: dict[str, Path], tmp_path: Pat
     with pytest.raises(ConfigError, match="both --val-images and --val-labels"):
         run_train("nano-s0.5", small_data["data"], small_data["masks"], tmp_path / "r",
                   val_images=small_data["val_images"])
+
+
+def test_frozen_target_logits_are_cached_exactly(small_data: dict[str, Path], tmp_path: Path) -> None:
+    # Student terms only, targets from the frozen initial TA: with and without the cache, the same run.
+    overrides = [*SMALL, "train.ta_ema=1.0", "ta.scale=1.5", "loss.eq6_ta_ensemble=0",
+                 "loss.eq1_consistency=0", "loss.eq2_boundary_enhanced=0"]
+    cache = tmp_path / "targets"
+    runs = {}
+    for name, extra in (("plain", []), ("cached", [f"train.target_cache={cache}"]),
+                        ("again", [f"train.target_cache={cache}"])):
+        trainer = Trainer(load_config("nano-s0.5", [*overrides, *extra]), small_data["data"],
+                          small_data["masks"], tmp_path / name, progress=False, tensorboard=False)
+        runs[name] = [h["student"] for h in trainer.fit(2).history]
+        pairs = zip(trainer.ta_module.state_dict().values(), trainer.ta_ema.state_dict().values(), strict=True)
+        ta_unchanged = all(torch.equal(a, b) for a, b in pairs)
+        assert ta_unchanged  # no TA term: the TA is not trained
+        trainer.close()
+    assert runs["plain"] == runs["cached"] == runs["again"]
+    assert sorted(p.name for p in cache.glob("*.safetensors")) == ["pass_1027U_0.safetensors",
+                                                                  "pass_1210U_1.safetensors"]
+    # Another scale is another identity: the files are recomputed, not reused.
+    stamp = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.safetensors")}
+    other = [o if not o.startswith("ta.scale") else "ta.scale=1.25" for o in overrides]
+    trainer = Trainer(load_config("nano-s0.5", [*other, f"train.target_cache={cache}"]), small_data["data"],
+                      small_data["masks"], tmp_path / "other", progress=False, tensorboard=False)
+    trainer.fit(2)
+    trainer.close()
+    assert all(p.stat().st_mtime_ns != stamp[p.name] for p in cache.glob("*.safetensors"))

@@ -26,7 +26,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 # Keys that do not change what is computed: they may differ when a run is resumed.
 NON_SEMANTIC_KEYS = ("name", "description", "train.steps", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.log_every", "train.progress")
+                     "train.log_every", "train.progress", "train.target_cache")
 # Keys added after runs were made: at these values they compute what the older configs did, so they
 # stay out of the hash and those runs still resume.
 ADDED_KEY_DEFAULTS = {"ta.scale": 1.0, "fusion.ta_confidence": None, "fusion.uncertain": "paper",
@@ -157,6 +157,9 @@ class TrainSection:
     # Targets (E, M, B_ref, eq. 4) from an exponential moving average of the TA with this decay
     # (beyond the paper; 1.0 = the initial TA, frozen); null: from the TA being trained (the paper).
     ta_ema: float | None = None
+    # With ta_ema 1.0: a folder caching the frozen target TA's window logits (shared by runs; the files
+    # say what made them). null: computed every step.
+    target_cache: str | None = None
 
 
 @dataclass

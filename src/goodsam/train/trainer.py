@@ -35,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from goodsam.errors import ConfigError
-from goodsam.mka.losses import LossWeights, panorama_losses, panorama_targets
+from goodsam.mka.losses import TA_TERMS, LossWeights, panorama_losses, panorama_targets
 from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows
 from goodsam.segmenters.scale import forward_at_scale, resolve_scale
 from goodsam.train import augment
@@ -52,6 +52,7 @@ from goodsam.train.config import TrainConfig
 from goodsam.train.data import PanoramaDataset, Sample, global_indices, rank_indices
 from goodsam.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, current, wrap_ddp
 from goodsam.train.monitor import RunMonitor, read_metrics
+from goodsam.train.target_cache import TargetLogitCache, weights_digest
 from goodsam.train.validation import Validation, append_jsonl, plot_validation_curve
 
 ModelFactory = Callable[[TrainConfig, torch.device], tuple[nn.Module, nn.Module]]
@@ -168,6 +169,13 @@ class Trainer:
         if config.train.ta_ema is not None:  # targets from a moving average of the TA (a safeguard)
             self.ta_ema = copy.deepcopy(self.ta_module).requires_grad_(False)
         self._restore(resume, force_resume)
+        self.target_cache = None
+        if self.ta_ema is not None and config.train.ta_ema == 1.0 and config.train.target_cache:
+            identity = {"ta": weights_digest(self.ta_ema), "scale": self.ta_scale,
+                        "layout": self.layout.as_dict(), "amp": str(self.autocast_dtype),
+                        "freeze_norm": config.train.freeze_norm}
+            self.target_cache = TargetLogitCache(config.train.target_cache, identity)
+        self.ta_terms_on = any(self.weights.term_weights()[name] for name in TA_TERMS)
         self.ta = wrap_ddp(self.ta_module, self.info, self.device)
         self.student = wrap_ddp(self.student_module, self.info, self.device)
         self.monitor: RunMonitor | None = None
@@ -230,11 +238,20 @@ class Trainer:
         image = sample.image.to(self.device)
         windows = crop_windows(image, self.layout).float()  # (N, 3, H, w)
         with self._autocast():
-            ta_logits = self._ta_logits(self.ta, self.ta_module, windows)
-            target_logits = ta_logits
+            target_logits = None
             if self.ta_ema is not None:
                 with torch.no_grad():
-                    target_logits = self._ta_logits(self.ta_ema, self.ta_ema, windows)
+                    def frozen() -> torch.Tensor:
+                        return self._ta_logits(self.ta_ema, self.ta_ema, windows)
+
+                    target_logits = (self.target_cache.get(sample.name, frozen, self.device)
+                                     if self.target_cache is not None else frozen())
+            # The TA runs with gradient when one of its terms is on (or it makes the targets itself).
+            ta_logits = target_logits
+            if self.ta_terms_on or target_logits is None:
+                ta_logits = self._ta_logits(self.ta, self.ta_module, windows)
+            if target_logits is None:
+                target_logits = ta_logits
         void = None
         if cfg.data.void_rgb is not None:
             colour = torch.tensor(cfg.data.void_rgb, device=image.device, dtype=image.dtype)
