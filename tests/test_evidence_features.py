@@ -303,7 +303,8 @@ def test_frozen_target_logits_are_cached_exactly(small_data: dict[str, Path], tm
         trainer = Trainer(load_config("nano-s0.5", [*overrides, *extra]), small_data["data"],
                           small_data["masks"], tmp_path / name, progress=False, tensorboard=False)
         runs[name] = [h["student"] for h in trainer.fit(2).history]
-        pairs = zip(trainer.ta_module.state_dict().values(), trainer.ta_ema.state_dict().values(), strict=True)
+        states = trainer.ta_module.state_dict().values(), trainer.ta_ema.state_dict().values()
+        pairs = zip(*states, strict=True)
         ta_unchanged = all(torch.equal(a, b) for a, b in pairs)
         assert ta_unchanged  # no TA term: the TA is not trained
         trainer.close()
