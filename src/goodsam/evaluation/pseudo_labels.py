@@ -4,10 +4,14 @@ with the TA filling in where they do not."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from goodsam.dar.fusion import IGNORE_INDEX
+from goodsam.dar.fusion import IGNORE_INDEX, fuse
+from goodsam.dar.safeguards import apply_safeguards
 from goodsam.evaluation.metrics import ConfusionMatrix
+from goodsam.panorama.windows import WindowLayout, assemble_tiles
 
 
 class PseudoLabelScorer:
@@ -50,3 +54,41 @@ class PseudoLabelScorer:
                            "labelled": 100 * self.own_pixels[method] / max(self.scored_pixels, 1),
                            "miou_own": 100 * own.miou, "ta_miou_own": 100 * ta.miou}
         return out
+
+
+@dataclass(frozen=True)
+class FusionVariant:
+    """One way to make pseudo-labels: a fusion (eq. 3) and its safeguards (:mod:`goodsam.dar.safeguards`).
+
+    ``confident_only``: keep only the weight-1 pixels (``E_H``). ``method="ta"``: the TA's own labels.
+    """
+
+    name: str
+    method: str = "ctcf"
+    ta_confidence: float | None = None
+    uncertain: str = "paper"
+    confident_only: bool = False
+
+
+def fused_panorama_labels(window_logits: torch.Tensor, window_masks: list, layout: WindowLayout,
+                          variant: FusionVariant) -> torch.Tensor:
+    """``(H, W)`` pseudo-labels of one panorama: per window as in training, tiled as eq. 4's target."""
+    if variant.method == "ta":
+        return assemble_tiles(window_logits.argmax(1), layout)
+    labels = []
+    for logits, masks in zip(window_logits, window_masks, strict=True):
+        fused = fuse(variant.method, masks, logits)
+        window, weights = apply_safeguards(fused.labels, fused.weights, logits,
+                                           ta_confidence=variant.ta_confidence, uncertain=variant.uncertain)
+        if variant.confident_only:
+            window = torch.where(weights >= 1.0, window, torch.full_like(window, IGNORE_INDEX))
+        labels.append(window)
+    return assemble_tiles(torch.stack(labels), layout)
+
+
+def score_variants(scorer: PseudoLabelScorer, gt: torch.Tensor, window_logits: torch.Tensor,
+                   window_masks: list, layout: WindowLayout, variants: tuple[FusionVariant, ...]) -> None:
+    """Add one panorama's pseudo-labels of every variant to ``scorer`` (its methods = the variant names)."""
+    ta = assemble_tiles(window_logits.argmax(1), layout)
+    for variant in variants:
+        scorer.add(variant.name, gt, ta, fused_panorama_labels(window_logits, window_masks, layout, variant))

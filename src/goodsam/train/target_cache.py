@@ -52,6 +52,10 @@ class TargetLogitCache:
         except (OSError, ValueError, RuntimeError):
             return None  # torn or foreign file: recompute
 
+    def has(self, name: str) -> bool:
+        """Whether panorama ``name`` has a usable file (of this identity)."""
+        return self._read(self.path(name)) is not None
+
     def get(self, name: str, compute: Callable[[], torch.Tensor], device: torch.device | None = None
             ) -> torch.Tensor:
         path = self.path(name)

@@ -369,12 +369,33 @@ class Trainer:
         barrier()
         return path
 
+    def prepare_targets(self) -> int:
+        """Fill the frozen-TA target cache for every panorama first (each rank its share; progress bar).
+
+        Returns how many panoramas this rank computed. No-op without ``train.target_cache``."""
+        if self.target_cache is None:
+            return 0
+        mine = [i for i in range(len(self.dataset)) if i % self.info.world_size == self.info.rank]
+        todo = [i for i in mine if not self.target_cache.has(self.dataset.paths[i].name)]
+        show = self.info.is_main and self.show_progress
+        bar = tqdm(todo, desc="TA targets", unit="pano", disable=not show)
+        set_train_mode(self.ta_ema, self.config.train.freeze_norm, False)
+        for index in bar:
+            image = self.dataset.load_image(index).to(self.device)
+            windows = crop_windows(image, self.layout).float()
+            with torch.no_grad(), self._autocast():
+                self.target_cache.get(self.dataset.paths[index].name,
+                                      lambda w=windows: self._ta_logits(self.ta_ema, self.ta_ema, w))
+        barrier()
+        return len(todo)
+
     def validate(self, last: bool = False) -> dict[str, float] | None:
         """Score student and TA on the validation set (all ranks; logged by the main process)."""
         if self.validation is None:
             return None
         cfg = self.config
-        results = self.validation.score(self.student_module, self.ta_module, window=cfg.windows.width,
+        ta = self.ta_module if self.ta_terms_on else None  # an untrained TA is scored by `goodsam eval`
+        results = self.validation.score(self.student_module, ta, window=cfg.windows.width,
                                         stride=cfg.windows.stride, wrap=cfg.windows.wrap,
                                         ta_scale=self.ta_scale, rank=self.info.rank,
                                         world_size=self.info.world_size)
@@ -410,6 +431,7 @@ class Trainer:
         bar = tqdm(total=total, initial=min(self.step, total), desc="train", unit="step",
                    disable=not (self.info.is_main and self.show_progress), dynamic_ncols=True)
         try:
+            self.prepare_targets()
             if self.step == 0 and total > 0:
                 self.validate(last=False)
             while self.step < total:

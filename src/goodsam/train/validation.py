@@ -43,14 +43,16 @@ class Validation:
     def due(self, step: int, last: bool) -> bool:
         return step == 0 or step % self.every == 0 or last
 
-    def score(self, student: nn.Module, ta: nn.Module, *, window: int, stride: int, wrap: bool,
+    def score(self, student: nn.Module, ta: nn.Module | None, *, window: int, stride: int, wrap: bool,
               ta_scale: float, rank: int = 0, world_size: int = 1) -> dict[str, dict]:
-        """``{"student": EvalResult.to_json(), "ta": …}`` on this rank's share (summed over ranks)."""
+        """``{"student": EvalResult.to_json(), "ta": …}`` on this rank's share (summed over ranks);
+        ``ta=None`` scores the student only (a TA that is not trained need not be scored again)."""
         share = dataclasses.replace(self.dataset, samples=self.dataset.samples[rank::world_size])
         out = {}
-        for name, model, kwargs in (("student", student, {}),
-                                    ("ta", ta, {"window": window, "stride": stride, "wrap": wrap,
-                                                "scale": ta_scale})):
+        jobs = [("student", student, {})]
+        if ta is not None:
+            jobs.append(("ta", ta, {"window": window, "stride": stride, "wrap": wrap, "scale": ta_scale}))
+        for name, model, kwargs in jobs:
             was_training = model.training
             model.eval()
             try:
