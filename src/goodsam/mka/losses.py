@@ -282,12 +282,12 @@ def panorama_targets(ta_window_logits: torch.Tensor, layout: WindowLayout, windo
     return PanoramaTargets(labels, weights, refined, tiled, void)
 
 
-def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor, layout: WindowLayout,
+def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor | None, layout: WindowLayout,
                     targets: PanoramaTargets, weights: LossWeights) -> dict[str, torch.Tensor]:
     """All switched-on terms of one panorama plus the totals ``student`` (eq. 8) and ``ta`` (eq. 9).
 
     ``student_logits``: ``(C, H, W)`` on the panorama in its original orientation (undo any augmentation
-    first); ``ta_window_logits``: ``(N, C, H, w)`` with gradient.
+    first); ``ta_window_logits``: ``(N, C, H, w)`` with gradient (may be None when no TA term is on).
     """
     on = {name: value != 0 for name, value in weights.term_weights().items()}
     terms: dict[str, torch.Tensor] = {}
@@ -316,5 +316,6 @@ def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor
     has_student = any(name in terms for name in STUDENT_TERMS)
     has_ta = any(name in terms for name in TA_TERMS)
     terms["student"] = student_total_loss(terms, weights) if has_student else _zero(student_logits)
-    terms["ta"] = ta_total_loss(terms, weights) if has_ta else _zero(ta_window_logits)
+    zero_ref = ta_window_logits if ta_window_logits is not None else student_logits
+    terms["ta"] = ta_total_loss(terms, weights) if has_ta else _zero(zero_ref)
     return terms

@@ -35,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from goodsam.errors import ConfigError
-from goodsam.mka.losses import TA_TERMS, LossWeights, panorama_losses, panorama_targets
+from goodsam.mka.losses import TA_TERMS, LossWeights, PanoramaTargets, panorama_losses, panorama_targets
 from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows
 from goodsam.segmenters.scale import forward_at_scale, resolve_scale
 from goodsam.train import augment
@@ -176,6 +176,7 @@ class Trainer:
                         "freeze_norm": config.train.freeze_norm}
             self.target_cache = TargetLogitCache(config.train.target_cache, identity)
         self.ta_terms_on = any(self.weights.term_weights()[name] for name in TA_TERMS)
+        self._frozen_targets: dict[int, PanoramaTargets] = {}
         self.ta = wrap_ddp(self.ta_module, self.info, self.device)
         self.student = wrap_ddp(self.student_module, self.info, self.device)
         self.monitor: RunMonitor | None = None
@@ -236,6 +237,25 @@ class Trainer:
         """All loss terms of one panorama; ``step=None``: no augmentation (fixed evaluation)."""
         cfg = self.config
         image = sample.image.to(self.device)
+        if sample.index in self._frozen_targets:  # frozen TA, no TA term: the targets never change
+            targets, ta_logits = self._frozen_targets[sample.index], None
+        else:
+            targets, ta_logits = self._targets(sample, image)
+            if self.target_cache is not None and not self.ta_terms_on:
+                self._frozen_targets[sample.index] = targets
+        aug = augment.Augmentation(self.layout.width)
+        if step is not None:
+            aug = augment.sample_augmentation(self.layout.width, cfg.train.seed, step, sample.index,
+                                              cfg.data.roll, cfg.data.flip)
+        student_in = augment.apply(image[None].float(), aug)
+        with self._autocast():
+            student_logits = self.student(self.student_module.preprocess(student_in)).logits.float()
+        student_logits = augment.invert(student_logits[0], aug)
+        return panorama_losses(student_logits, ta_logits, self.layout, targets, self.weights)
+
+    def _targets(self, sample: Sample, image: torch.Tensor) -> tuple[PanoramaTargets, torch.Tensor]:
+        """The targets of one panorama and the TA's window logits (with gradient when a TA term is on)."""
+        cfg = self.config
         windows = crop_windows(image, self.layout).float()  # (N, 3, H, w)
         with self._autocast():
             target_logits = None
@@ -259,15 +279,7 @@ class Trainer:
         targets = panorama_targets(target_logits, self.layout, sample.window_masks, sample.overlap_boundaries,
                                    cfg.fusion.method, cfg.fusion.options, cfg.fusion.alpha, void=void,
                                    ta_confidence=cfg.fusion.ta_confidence, uncertain=cfg.fusion.uncertain)
-        aug = augment.Augmentation(self.layout.width)
-        if step is not None:
-            aug = augment.sample_augmentation(self.layout.width, cfg.train.seed, step, sample.index,
-                                              cfg.data.roll, cfg.data.flip)
-        student_in = augment.apply(image[None].float(), aug)
-        with self._autocast():
-            student_logits = self.student(self.student_module.preprocess(student_in)).logits.float()
-        student_logits = augment.invert(student_logits[0], aug)
-        return panorama_losses(student_logits, ta_logits, self.layout, targets, self.weights)
+        return targets, ta_logits
 
     def _ta_logits(self, model: nn.Module, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         """TA logits ``(N, C, H, w)`` of float RGB windows at the TA's input scale (``ta.scale``)."""
