@@ -30,12 +30,14 @@ import time
 from pathlib import Path
 
 import torch
+from ablation_images import categories_as_train_ids, panel, save_small_png, train_ids_as_categories
+from evidence_report import write_report  # noqa: I001 - the report module beside this script
 
 from goodsam.assets import find_asset
 from goodsam.evaluation import open_labelled_set
 from goodsam.evaluation.pseudo_labels import FusionVariant, PseudoLabelScorer, score_variants
 from goodsam.imageio import load_label, load_rgb, save_png
-from goodsam.inference import model_scale, resize_label
+from goodsam.inference import load_model, model_scale, predict_labels, resize_label
 from goodsam.panorama.windows import crop_windows, sliding_windows
 from goodsam.sam.cache import cache_path, load_panorama_masks
 from goodsam.segmenters import build_segmenter
@@ -254,12 +256,16 @@ def stage_eval_before(work: Path, record: list, state: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------- training runs
-def base_overrides(work: Path, state: dict) -> list[str]:
-    chosen = state["fusion_select"]["chosen"]
-    return [f"sam.settings.points_per_side={POINTS}", f"ta.scale={state['scale_sweep']['chosen']}",
-            "train.ta_ema=1.0", f"train.target_cache={work / 'targets'}", "train.checkpoint_every=25",
-            f"fusion.ta_confidence={'null' if chosen['ta_confidence'] is None else chosen['ta_confidence']}",
-            f"fusion.uncertain={chosen['uncertain']}", "loss.boundary_form=disagreement"]
+def base_overrides(work: Path, state: dict, fusion: bool) -> list[str]:
+    """The settings every run shares; the chosen fusion safeguards only where eq. 5 uses the fusion."""
+    out = [f"sam.settings.points_per_side={POINTS}", f"ta.scale={state['scale_sweep']['chosen']}",
+           "train.ta_ema=1.0", f"train.target_cache={work / 'targets'}", "train.checkpoint_every=25",
+           "loss.boundary_form=disagreement"]
+    if fusion:
+        chosen = state["fusion_select"]["chosen"]
+        confidence = "null" if chosen["ta_confidence"] is None else chosen["ta_confidence"]
+        out += [f"fusion.ta_confidence={confidence}", f"fusion.uncertain={chosen['uncertain']}"]
+    return out
 
 
 STUDENT_ONLY = ["loss.eq6_ta_ensemble=0", "loss.eq1_consistency=0", "loss.eq2_boundary_enhanced=0"]
@@ -277,7 +283,7 @@ RUNS = {  # name -> (overrides on top of the base, what it shows)
 
 def stage_run(work: Path, record: list, state: dict, name: str, steps: int) -> dict:
     extra, what = RUNS[name]
-    overrides = [*base_overrides(work, state), *extra]
+    overrides = [*base_overrides(work, state, fusion="loss.eq5_student_ensemble=0" not in extra), *extra]
     val = work / "proxy" / "val"
     out = work / "runs" / name
     args = [*TORCHRUN, "-m", "goodsam.cli", "train", "--config", CONFIG,
@@ -300,6 +306,33 @@ def stage_run(work: Path, record: list, state: dict, name: str, steps: int) -> d
             "loss_last": losses[-1]["student"] if losses else None}
 
 
+def stage_overlays(work: Path, record: list, state: dict, docs: Path) -> dict:
+    """Input + TA (scale 1 and chosen, windows) + student before/after rows for the real panoramas,
+    one proxy evaluation panorama and the CVRG panorama (in categories); small PNGs under docs/results."""
+    start = time.perf_counter()
+    chosen = state["scale_sweep"]["chosen"]
+    ta, before = build_segmenter(TA).eval(), build_segmenter(STUDENT).eval()
+    after = load_model(work / "runs" / "full" / "student")
+    images = [("real_" + p.stem, load_rgb(p), None) for p in sorted((work / "real").glob("*.png"))]
+    proxy = sorted((work / "proxy" / "eval" / "images").glob("*.png"))[:1]
+    images += [("proxy_eval", load_rgb(p), None) for p in proxy]
+    images.append(("cvrg_categories", load_rgb(work / "cvrg" / "images" / "cvrg_pano_0000.png"),
+                   load_label(work / "cvrg" / "labels" / "cvrg_pano_0000_categoryIds.png")))
+    written = []
+    for name, image, categories in images:
+        rows = [("TA, windows, scale 1", predict_labels(ta, image, 512, 256)),
+                (f"TA, windows, scale {chosen}", predict_labels(ta, image, 512, 256, scale=chosen)),
+                ("student before (whole)", predict_labels(before, image)),
+                ("student after, full run (whole)", predict_labels(after, image))]
+        if categories is not None:
+            rows = [(title, train_ids_as_categories(labels)) for title, labels in rows]
+            rows.insert(0, ("ground truth (categories)", categories_as_train_ids(categories)))
+        written.append(save_small_png(panel(image, rows), docs / "results" / f"{name}.png"))
+    record.append({"command": "python benchmarks/evidence.py --only overlays (in-process)",
+                   "seconds": round(time.perf_counter() - start, 1), "rc": 0})
+    return {"files": written}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "evidence")
@@ -310,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     work = args.work.resolve()
     stages = ["data", "masks", "scale_sweep", "fusion_select", "eval_before", "fusion_eval",
-              *[f"run_{name}" for name in RUNS], "report"]
+              *[f"run_{name}" for name in RUNS], "overlays", "report"]
     state: dict = {}
     for stage in stages:
         path = work / "stages" / f"{stage}.json"
@@ -323,12 +356,12 @@ def main(argv: list[str] | None = None) -> None:
         record: list = []
         start = time.perf_counter()
         if stage == "report":
-            from evidence_report import write_report
-
             write_report(work, args.docs, state)
             continue
         if stage.startswith("run_"):
             result = stage_run(work, record, state, stage[4:], args.steps)
+        elif stage == "overlays":
+            result = stage_overlays(work, record, state, args.docs)
         elif stage in ("fusion_select", "eval_before", "fusion_eval"):
             result = globals()[f"stage_{stage}"](work, record, state)
         else:

@@ -164,7 +164,15 @@ def write_report(work: Path, docs: Path, state: dict) -> Path:
     sources += [run["results"].get(f"proxy/student_{name}", {}) for name, run in runs.items()]
     for cls in CLASSES:
         lines.append(f"| {cls} | " + " | ".join(_f(s.get("per_class", {}).get(cls)) for s in sources) + " |")
-    lines += ["", "## 6. Commands", ""]
+    files = state.get("overlays", {}).get("files", [])
+    if files:
+        lines += ["", "## 6. Overlays", "",
+                  "Rows: input (and ground truth for CVRG), TA with windows at scale 1 and at the chosen "
+                  "scale, student before and after the full run (whole panorama).", ""]
+        for item in files:
+            name = Path(item["path"]).name
+            lines += [f"![{name}](results/{name})", f"*{name}: {item['bytes'] // 1000} KB*", ""]
+    lines += ["", "## 7. Commands", ""]
     for stage, result in state.items():
         for item in result.get("commands", []) if isinstance(result, dict) else []:
             lines.append(f"* [{stage}] `{item['command']}` — {_wall(item['seconds'])}")
