@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 from ablation_images import categories_as_train_ids, panel, save_small_png, train_ids_as_categories
-from evidence_report import write_report  # noqa: I001 - the report module beside this script
+from evidence_report import write_report
 
 from goodsam.assets import find_asset
 from goodsam.evaluation import open_labelled_set
@@ -157,7 +157,7 @@ def stage_masks(work: Path, record: list) -> dict:
         parallel([[*GOODSAM, "masks", str(work / "proxy" / split / "images"),
                    "--out", str(work / "masks" / split), "--config", CONFIG, "--points-per-side", str(POINTS),
                    "--height", "400", "--width", "2048",
-                   "--shard", f"{k}/2", "--no-progress"] for k in range(2)], work / "logs" / f"masks_{split}",
+                   "--shard", f"{k}/2"] for k in range(2)], work / "logs" / f"masks_{split}",
                  record)
     return {}
 
@@ -187,7 +187,7 @@ def stage_scale_sweep(work: Path, record: list) -> dict:
 
 
 def ta_window_logits(ta, image, layout, scale: float) -> torch.Tensor:
-    windows = crop_windows(torch.from_numpy(image).permute(2, 0, 1).contiguous(), layout).float()
+    windows = crop_windows(torch.from_numpy(image.copy()).permute(2, 0, 1).contiguous(), layout).float()
     with torch.no_grad():
         return torch.cat([forward_at_scale(lambda x: ta.segment(x).logits, windows[i:i + 1], scale)
                           for i in range(len(windows))]).float()
@@ -256,11 +256,20 @@ def stage_eval_before(work: Path, record: list, state: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------- training runs
-def base_overrides(work: Path, state: dict, fusion: bool) -> list[str]:
-    """The settings every run shares; the chosen fusion safeguards only where eq. 5 uses the fusion."""
+LEARNING_RATES = ("2e-4", "5e-5")  # the config's, and a quarter of it
+SELECT_STEPS = 20
+
+
+def base_overrides(work: Path, state: dict, fusion: bool, steps: int, lr: str | None = None) -> list[str]:
+    """The settings every run shares; the chosen fusion safeguards only where eq. 5 uses the fusion.
+
+    The proxy's black fill is no target (``data.void_rgb``: it is not part of any scene); the schedule
+    decays over ``steps`` (``optim.decay_steps``), so a shorter run has the same learning rates."""
+    lr = lr or state["lr_select"]["chosen"]
     out = [f"sam.settings.points_per_side={POINTS}", f"ta.scale={state['scale_sweep']['chosen']}",
-           "train.ta_ema=1.0", f"train.target_cache={work / 'targets'}", "train.checkpoint_every=25",
-           "loss.boundary_form=disagreement"]
+           "train.ta_ema=1.0", f"train.target_cache={work / 'targets'}", "train.checkpoint_every=10",
+           "loss.boundary_form=disagreement", "data.void_rgb=[0,0,0]", f"optim.decay_steps={steps}",
+           f"optim.student.lr={lr}"]
     if fusion:
         chosen = state["fusion_select"]["chosen"]
         confidence = "null" if chosen["ta_confidence"] is None else chosen["ta_confidence"]
@@ -270,29 +279,55 @@ def base_overrides(work: Path, state: dict, fusion: bool) -> list[str]:
 
 STUDENT_ONLY = ["loss.eq6_ta_ensemble=0", "loss.eq1_consistency=0", "loss.eq2_boundary_enhanced=0"]
 RUNS = {  # name -> (overrides on top of the base, what it shows)
+    "full": (STUDENT_ONLY, "eq. 4 + 5 + 7 (all safeguards)"),
     "eq4": ([*STUDENT_ONLY, "loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"], "eq. 4 only"),
     "eq45": ([*STUDENT_ONLY, "loss.eq7_student_boundary=0"], "eq. 4 + 5"),
-    "full": (STUDENT_ONLY, "eq. 4 + 5 + 7 (all safeguards)"),
-    "full_ssa": ([*STUDENT_ONLY, "fusion.method=ssa"], "eq. 4 + 5 + 7 with SSA instead of CTCF"),
     "full_paper_fusion": ([*STUDENT_ONLY, "fusion.ta_confidence=null", "fusion.uncertain=paper"],
                           "eq. 4 + 5 + 7, fusion safeguards off (paper CTCF)"),
+    "full_ssa": ([*STUDENT_ONLY, "fusion.method=ssa"], "eq. 4 + 5 + 7 with SSA instead of CTCF"),
     "full_paper_boundary": ([*STUDENT_ONLY, "loss.boundary_form=paper"],
                             "eq. 4 + 5 + 7, paper boundary form"),
 }
 
 
-def stage_run(work: Path, record: list, state: dict, name: str, steps: int) -> dict:
-    extra, what = RUNS[name]
-    overrides = [*base_overrides(work, state, fusion="loss.eq5_student_ensemble=0" not in extra), *extra]
+def train_args(work: Path, out: Path, steps: int, val_every: int, overrides: list[str]) -> list[str]:
     val = work / "proxy" / "val"
-    out = work / "runs" / name
     args = [*TORCHRUN, "-m", "goodsam.cli", "train", "--config", CONFIG,
             "--data", str(work / "proxy" / "train" / "images"), "--masks", str(work / "masks" / "train"),
             "--out", str(out), "--steps", str(steps), "--resume", "--no-progress",
             "--val-images", str(val / "images"), "--val-labels", str(val / "labels"),
-            "--val-label-pattern", PATTERN, "--val-every", str(max(steps // 6, 1))]
+            "--val-label-pattern", PATTERN, "--val-every", str(val_every)]
     for item in overrides:
         args += ["--set", item]
+    return args
+
+
+def stage_lr_select(work: Path, record: list, state: dict, steps: int) -> dict:
+    """The student's learning rate: eq. 4-only runs of SELECT_STEPS steps (same schedule as the full
+    runs), the higher aachen-validation mIoU at the last step wins; the winner's run continues as
+    ``run_eq4``."""
+    extra = RUNS["eq4"][0]
+    scores = {}
+    for lr in LEARNING_RATES:
+        out = work / "runs" / f"eq4_lr{lr}"
+        overrides = [*base_overrides(work, state, False, steps, lr), *extra]
+        run(train_args(work, out, SELECT_STEPS, 10, overrides), work / "logs" / f"lr_{lr}.log", record)
+        lines = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
+        scores[lr] = {"curve": [(r["step"], r["student"]["miou"]) for r in lines],
+                      "final": lines[-1]["student"]["miou"]}
+    chosen = max(LEARNING_RATES, key=lambda lr: scores[lr]["final"])
+    link = work / "runs" / "eq4"
+    if not link.is_symlink():
+        link.symlink_to(f"eq4_lr{chosen}")
+    return {"scores": scores, "chosen": chosen, "steps": SELECT_STEPS,
+            "rule": f"the higher aachen-validation mIoU after {SELECT_STEPS} steps of the eq. 4-only run"}
+
+
+def stage_run(work: Path, record: list, state: dict, name: str, steps: int) -> dict:
+    extra, what = RUNS[name]
+    overrides = [*base_overrides(work, state, "loss.eq5_student_ensemble=0" not in extra, steps), *extra]
+    out = work / "runs" / name
+    args = train_args(work, out, steps, max(steps // 6, 1), overrides)
     seconds = run(args, work / "logs" / f"run_{name}.log", record)
     results = run_evals(work, eval_jobs(work, f"student_{name}", str(out / "student"), windows=False),
                         f"eval_{name}", record)
@@ -333,17 +368,27 @@ def stage_overlays(work: Path, record: list, state: dict, docs: Path) -> dict:
     return {"files": written}
 
 
+def stage_diagnosis(work: Path, record: list) -> dict:
+    """The student before training at the TA's chosen scale on aachen validation: how much of the TA's
+    gain from the scale the student's own weights could give (training side only)."""
+    val = work / "proxy" / "val"
+    out = work / "eval" / "diag" / "student_val_whole_s3"
+    run(eval_args(STUDENT, val / "images", val / "labels", out, windows=False, scale="3"),
+        work / "logs" / "diagnosis.log", record)
+    return {"student_val_whole_s3": read_miou(out)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "evidence")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
-    parser.add_argument("--steps", type=int, default=300, help="Optimiser steps per training run.")
+    parser.add_argument("--steps", type=int, default=60, help="Optimiser steps per training run.")
     parser.add_argument("--only", nargs="*", help="Run only these stages (default: all).")
     parser.add_argument("--redo", nargs="*", default=[], help="Rerun these stages even if done.")
     args = parser.parse_args(argv)
     work = args.work.resolve()
-    stages = ["data", "masks", "scale_sweep", "fusion_select", "eval_before", "fusion_eval",
-              *[f"run_{name}" for name in RUNS], "overlays", "report"]
+    stages = ["data", "masks", "scale_sweep", "fusion_select", "lr_select", "eval_before", "fusion_eval",
+              *[f"run_{name}" for name in RUNS], "diagnosis", "overlays", "report"]
     state: dict = {}
     for stage in stages:
         path = work / "stages" / f"{stage}.json"
@@ -360,6 +405,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         if stage.startswith("run_"):
             result = stage_run(work, record, state, stage[4:], args.steps)
+        elif stage == "lr_select":
+            result = stage_lr_select(work, record, state, args.steps)
         elif stage == "overlays":
             result = stage_overlays(work, record, state, args.docs)
         elif stage in ("fusion_select", "eval_before", "fusion_eval"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -31,10 +32,22 @@ def _wall(seconds) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shown(command: str) -> str:
+    """A recorded command as a user types it: ``goodsam …``, paths relative to the checkout."""
+    for prefix in ("goodsam.cli ", "-m goodsam.cli "):
+        if command.startswith(prefix):
+            command = "goodsam " + command[len(prefix):]
+    command = command.replace(f"{sys.executable} -m torch.distributed.run", "torchrun")
+    return command.replace(str(REPO) + "/", "")
+
+
 def _command(stage: dict, needle: str) -> tuple[str, float | None]:
     for item in stage.get("commands", []):
         if needle in item["command"]:
-            return item["command"], item["seconds"]
+            return _shown(item["command"]), item["seconds"]
     return "", None
 
 
@@ -154,6 +167,17 @@ def write_report(work: Path, docs: Path, state: dict) -> Path:
         lines.append(f"| {run['what']} | `{extra}` | {run['steps']} | {_wall(run['train_seconds'])} | "
                      f"{_f(run['results'].get(f'proxy/student_{name}', {}).get('miou'))} | "
                      f"{_f(run['results'].get(f'cvrg/student_{name}', {}).get('miou'))} | {trend} |")
+    lr = state.get("lr_select")
+    if lr:
+        lines += ["", f"Learning rate (`lr_select`, eq. 4 only, {lr['steps']} steps, aachen validation): "
+                  + ", ".join(f"{k}: {_f(v['final'])}" for k, v in lr["scores"].items())
+                  + f" -> **{lr['chosen']}** ({_wall(lr['seconds'])} for both runs)."]
+    diag = state.get("diagnosis")
+    if diag:
+        lines += ["", "Diagnosis (aachen validation): the student before training scores "
+                  f"{_f(diag['student_val_whole_s3']['miou'])} on whole panoramas at input scale 3, against "
+                  f"{_f(runs.get('full', {}).get('validation', [{}])[0].get('student'))} at scale 1 "
+                  f"(command: `{diag['commands'][0]['command']}`, {_wall(diag['seconds'])})."]
     if curve:
         lines += ["", "![validation curves](results/validation_curves.png)", ""]
     lines += ["## 5. Per-class IoU (frankfurt proxy)", "", "| class | " + " | ".join(
@@ -175,7 +199,7 @@ def write_report(work: Path, docs: Path, state: dict) -> Path:
     lines += ["", "## 7. Commands", ""]
     for stage, result in state.items():
         for item in result.get("commands", []) if isinstance(result, dict) else []:
-            lines.append(f"* [{stage}] `{item['command']}` — {_wall(item['seconds'])}")
+            lines.append(f"* [{stage}] `{_shown(item['command'])}` — {_wall(item['seconds'])}")
     notes = docs / "results_notes.md"
     if notes.is_file():
         lines += ["", notes.read_text().rstrip()]

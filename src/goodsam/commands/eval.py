@@ -85,7 +85,7 @@ def eval_command(
         "model": model, "dataset": labelled.describe(), "class_map": mapping.name,
         "inference": {"mode": "sliding" if window else "whole", "window": window,
                       "stride": (stride or window // 2) if window else None, "wrap": wrap,
-                      "scale": input_scale},
+                      **({"scale": input_scale} if input_scale != 1.0 else {})},
         "size": list(size) if size else None, "device": device,
     }
     typer.echo(f"evaluating {model} on {len(labelled)} images of {labelled.source} ({labelled.layout}), "

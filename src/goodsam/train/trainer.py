@@ -241,7 +241,7 @@ class Trainer:
             targets, ta_logits = self._frozen_targets[sample.index], None
         else:
             targets, ta_logits = self._targets(sample, image)
-            if self.target_cache is not None and not self.ta_terms_on:
+            if self.config.train.ta_ema == 1.0 and not self.ta_terms_on:
                 self._frozen_targets[sample.index] = targets
         aug = augment.Augmentation(self.layout.width)
         if step is not None:
