@@ -26,6 +26,7 @@ import torch
 from goodsam.dar import boundary_enhanced_loss, fuse, refine_from_logits, soft_boundary_map
 from goodsam.dar import window_consistency_loss as _window_consistency_loss
 from goodsam.panorama.windows import WindowLayout, assemble_tiles, crop_overlaps, crop_windows, overlap_pairs
+from goodsam.profiling import stage
 
 IGNORE_INDEX = 255
 
@@ -235,13 +236,16 @@ def panorama_targets(ta_window_logits: torch.Tensor, layout: WindowLayout, windo
     with torch.no_grad():
         logits = ta_window_logits.detach().float()
         options = fusion_options or {}
-        fused = [fuse(fusion, masks, logits[i], **options) for i, masks in enumerate(window_masks)]
-        labels = torch.stack([f.labels for f in fused]).to(logits.device)
-        weights = torch.stack([f.weights for f in fused]).to(logits.device)
-        pairs = overlap_pairs(logits, layout)
-        refined = [refine_from_logits(a, b, sam, alpha)
-                   for (a, b), sam in zip(pairs, overlap_sam_boundaries, strict=True)]
-        tiled = assemble_tiles(logits, layout)
+        with stage("fusion (eq. 3)"):
+            fused = [fuse(fusion, masks, logits[i], **options) for i, masks in enumerate(window_masks)]
+            labels = torch.stack([f.labels for f in fused]).to(logits.device)
+            weights = torch.stack([f.weights for f in fused]).to(logits.device)
+        with stage("boundary refinement (B_ref)"):
+            pairs = overlap_pairs(logits, layout)
+            refined = [refine_from_logits(a, b, sam, alpha)
+                       for (a, b), sam in zip(pairs, overlap_sam_boundaries, strict=True)]
+        with stage("eq. 4 tiling"):
+            tiled = assemble_tiles(logits, layout)
         if void is not None:
             void = void.to(device=logits.device, dtype=torch.bool)
             window_void = crop_windows(void, layout)
