@@ -8,11 +8,18 @@ has :class:`goodsam.profiling.StageTimer`; the first step, which loads the data,
 
     git archive 305c88a src | tar -x -C /tmp/before
     OMP_NUM_THREADS=1 python benchmarks/compare_steps.py --before /tmp/before --after . --steps 5
+    # more trees, each compared with --before:  --also hook=/tmp/hook
+
+Each worker hands its freed memory back to the OS after every step (``malloc_trim``), so the idle
+tree does not hold a step's activations while the other runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import gc
 import json
 import os
 import statistics
@@ -55,8 +62,15 @@ def worker(args: argparse.Namespace) -> int:
         stages = timer.snapshot() if timer is not None else {}
         stages["total"] = total
         print(json.dumps({"scalars": scalars, "stages": stages}), flush=True)
+        gc.collect()
+        _trim_heap()  # hand freed activations back to the OS while the other tree runs
     trainer.close()
     return 0
+
+
+def _trim_heap() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def start_worker(tree: Path, args: argparse.Namespace, data: Path, masks: Path,
@@ -83,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, help="source tree (holding src/goodsam) of the old code")
     parser.add_argument("--after", type=Path, default=HERE.parent, help="source tree of the new code")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=TREE",
+                        help="a further source tree to run (and compare with --before), repeatable")
     parser.add_argument("--config", default="nano-s0.5")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=2)
@@ -107,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = config_overrides(args.config, args.points, args.batch, args.set)
     config = load_config(args.config, overrides)
     data, masks = prepare_data(args.work, config, args.batch, "cpu")
-    trees = {"before": args.before, "after": args.after}
+    trees = {"before": args.before}
+    for item in args.also:
+        name, _, tree = item.partition("=")
+        trees[name] = Path(tree)
+    trees["after"] = args.after
     workers = {name: start_worker(tree, args, data, masks, overrides) for name, tree in trees.items()}
     results: dict[str, list[dict]] = {name: [] for name in trees}
     try:
@@ -123,12 +143,16 @@ def main(argv: list[str] | None = None) -> int:
             process.stdin.close()
             process.wait()
     keys = sorted(results["before"][0]["scalars"])
-    print(f"\nlargest |before - after| over {args.steps} steps of {args.config} (seed "
-          f"{config.train.seed}, batch {args.batch}):")
+    others = [name for name in trees if name != "before"]
+    print(f"\nlargest |before - X| over {args.steps} steps of {args.config} (seed {config.train.seed}, "
+          f"batch {args.batch}), X = {', '.join(others)}:")
     for key in keys:
-        diffs = [abs(a["scalars"][key] - b["scalars"].get(key, float("nan")))
-                 for a, b in zip(results["before"], results["after"], strict=True)]
-        print(f"  {key:<24} {max(diffs):.3e}   (step 0: {results['before'][0]['scalars'][key]:.6f})")
+        cells = []
+        for other in others:
+            diffs = [abs(a["scalars"][key] - b["scalars"].get(key, float("nan")))
+                     for a, b in zip(results["before"], results[other], strict=True)]
+            cells.append(f"{other} {max(diffs):.3e}")
+        print(f"  {key:<24} {'  '.join(cells)}   (step 0: {results['before'][0]['scalars'][key]:.6f})")
     later = {name: r[1:] or r for name, r in results.items()}
     stages: list[str] = []
     for runs in later.values():
@@ -136,15 +160,16 @@ def main(argv: list[str] | None = None) -> int:
             stages.extend(s for s in run["stages"] if s not in stages)
     stages = [s for s in stages if s != "total"] + ["total"]
     print(f"\nmedian seconds over steps 1..{args.steps - 1} ({args.threads} thread(s), interleaved)")
-    print("| stage | before | after |\n|---|---|---|")
+    print("| stage | " + " | ".join(trees) + " |\n|---|" + "---|" * len(trees))
     for stage in stages:
         cells = []
         for name in trees:
             values = [run["stages"][stage] for run in later[name] if stage in run["stages"]]
             cells.append(f"{statistics.median(values):.3f}" if values else "-")
         print(f"| {stage} | {' | '.join(cells)} |")
-    before, after = (statistics.median(r["stages"]["total"] for r in later[n]) for n in trees)
-    print(f"\nstep time: before {before:.2f} s, after {after:.2f} s: x{before / after:.2f}")
+    medians = {n: statistics.median(r["stages"]["total"] for r in later[n]) for n in trees}
+    print("\nstep time (median): " + ", ".join(f"{n} {t:.2f} s" for n, t in medians.items())
+          + f"; before/after x{medians['before'] / medians['after']:.2f}")
     return 0
 
 

@@ -275,11 +275,12 @@ class Trainer:
                     sample = self.dataset[index]
                 terms = self.sample_losses(sample, step)
                 # The two totals have disjoint graphs (every target is detached): backward each on its
-                # own, the same gradients as one backward of their sum.
-                with stage("student backward"):
-                    self.scaler.scale(terms["student"] / len(mine)).backward()
-                with stage("TA backward"):
-                    self.scaler.scale(terms["ta"] / len(mine)).backward()
+                # own (the same gradients as one backward of their sum), so each can be timed.
+                for key, label in (("student", "student backward"), ("ta", "TA backward")):
+                    with stage(label):
+                        total = terms[key] / len(mine)
+                        if total.requires_grad:  # e.g. not with a frozen TA
+                            self.scaler.scale(total).backward()
             for key, value in terms.items():
                 sums[key] += float(value.detach()) / len(mine)
         with stage("optimiser"):
