@@ -4,6 +4,7 @@ from goodsam.dar.boundaries import (
     boundary_from_labels,
     boundary_from_logits,
     boundary_from_masks,
+    soft_boundary_from_probs,
     soft_boundary_map,
 )
 from goodsam.dar.consistency import consistency_loss, window_consistency_loss
@@ -33,6 +34,7 @@ __all__ = [
     "refine_boundary",
     "refine_from_logits",
     "sepl_fusion",
+    "soft_boundary_from_probs",
     "soft_boundary_map",
     "ssa_fusion",
     "window_boundary_loss",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from goodsam.fastops import channel_argmax
 from goodsam.sam.base import MaskSet
 
 
@@ -46,7 +47,7 @@ def boundary_from_labels(labels: torch.Tensor, ignore_index: int | None = None) 
 
 def boundary_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Hard TA boundary B_TA of ``(..., C, H, W)`` logits: :func:`boundary_from_labels` of the argmax."""
-    return boundary_from_labels(logits.argmax(dim=-3))
+    return boundary_from_labels(channel_argmax(logits, dim=-3))
 
 
 def boundary_from_masks(masks: MaskSet | np.ndarray | torch.Tensor, device: str | torch.device | None = None
@@ -76,7 +77,11 @@ def soft_boundary_map(logits: torch.Tensor) -> torch.Tensor:
     ``1 - sum_c p_c(x) p_c(n)``, which is large for any uncertain pixel) and equals the hard boundary
     :func:`boundary_from_logits` when the predictions are one-hot.
     """
-    probs = logits.softmax(dim=-3)
+    return soft_boundary_from_probs(logits.softmax(dim=-3))
+
+
+def soft_boundary_from_probs(probs: torch.Tensor) -> torch.Tensor:
+    """:func:`soft_boundary_map` from the class probabilities ``(..., C, H, W)`` (the softmax of logits)."""
     vertical = 0.5 * (probs[..., 1:, :] - probs[..., :-1, :]).abs().sum(dim=-3)  # (..., H-1, W)
     horizontal = 0.5 * (probs[..., :, 1:] - probs[..., :, :-1]).abs().sum(dim=-3)  # (..., H, W-1)
     out = torch.maximum(F.pad(vertical, (0, 0, 0, 1)), F.pad(vertical, (0, 0, 1, 0)))

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from goodsam.errors import ConfigError
+from goodsam.fastops import channel_argmax
 from goodsam.sam.base import MaskSet
 
 IGNORE_INDEX = 255
@@ -69,13 +70,17 @@ def mask_statistics(masks: torch.Tensor, logits: torch.Tensor) -> MaskStats:
     num_classes = logits.shape[0]
     probs = logits.float().softmax(dim=0)
     entropy = -(probs * probs.clamp(min=1e-12).log()).sum(dim=0)  # (H, W)
-    onehot = torch.nn.functional.one_hot(logits.argmax(dim=0).flatten(), num_classes).float()  # (P, C)
-    features = torch.cat([onehot, onehot * entropy.flatten()[:, None]], dim=1)  # (P, 2C)
+    labels = channel_argmax(logits, dim=0).flatten()[:, None]
+    features = probs.new_zeros((labels.shape[0], 2 * num_classes))  # (P, 2C): one-hot, one-hot * entropy
+    features.scatter_(1, labels, 1.0)
+    features.scatter_(1, labels + num_classes, entropy.flatten()[:, None])
     flat = masks.flatten(1)
     step = _chunk_len(flat)
     parts = [flat[start:start + step].float() @ features for start in range(0, flat.shape[0], step)]
     sums = torch.cat(parts) if parts else features.new_zeros((0, 2 * num_classes))
-    return MaskStats(flat.sum(dim=1), sums[:, :num_classes], sums[:, num_classes:])
+    counts = sums[:, :num_classes]
+    area = counts.sum(dim=1).round().long()  # every pixel has one label: exact (integers below 2**24)
+    return MaskStats(area, counts, sums[:, num_classes:])
 
 
 def _chunk_len(flat: torch.Tensor) -> int:
@@ -83,15 +88,19 @@ def _chunk_len(flat: torch.Tensor) -> int:
 
 
 def paint_masks(masks: torch.Tensor, mask_labels: torch.Tensor, mask_weights: torch.Tensor,
-                ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paint per-mask decisions into ``(H, W)`` labels and weights; smaller masks paint over larger ones."""
+                ignore_index: int = IGNORE_INDEX, area: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paint per-mask decisions into ``(H, W)`` labels and weights; smaller masks paint over larger ones.
+
+    ``area``: the masks' pixel counts when already known (else counted here).
+    """
     num, height, width = masks.shape
     labels = torch.full((height * width,), ignore_index, dtype=torch.long, device=masks.device)
     weights = torch.zeros(height * width, dtype=torch.float32, device=masks.device)
     if num == 0:
         return labels.view(height, width), weights.view(height, width)
     flat = masks.flatten(1)
-    area = flat.sum(dim=1)
+    area = flat.sum(dim=1) if area is None else area.to(masks.device)
     order = torch.argsort(-area, stable=True)  # largest first; later (smaller) masks win
     rank = torch.empty(num, dtype=torch.int32, device=masks.device)
     rank[order] = torch.arange(1, num + 1, dtype=torch.int32, device=masks.device)
@@ -167,7 +176,7 @@ def _result(stack: torch.Tensor, stats: MaskStats, mask_labels: torch.Tensor, ma
     empty = stats.area == 0  # masks without pixels decide nothing
     mask_labels = torch.where(empty, torch.full_like(mask_labels, ignore_index), mask_labels)
     mask_weights = torch.where(empty, torch.zeros_like(mask_weights), mask_weights)
-    labels, weights = paint_masks(stack, mask_labels, mask_weights, ignore_index)
+    labels, weights = paint_masks(stack, mask_labels, mask_weights, ignore_index, area=stats.area)
     return FusionResult(labels, weights, mask_labels, mask_weights)
 
 

@@ -21,13 +21,14 @@ from collections.abc import Sequence
 import torch
 
 from goodsam.dar.boundaries import boundary_from_logits, soft_boundary_map
+from goodsam.fastops import channel_top2
 from goodsam.panorama.windows import WindowLayout, overlap_pairs
 
 
 def top2_gap(probs: torch.Tensor) -> torch.Tensor:
     """``(..., C, H, W)`` probabilities -> ``(..., H, W)`` gap between the two largest (D in the paper)."""
-    top = probs.topk(2, dim=-3).values
-    return top.select(-3, 0) - top.select(-3, 1)
+    first, second = channel_top2(probs, dim=-3)
+    return first - second
 
 
 def nearest_vertical(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

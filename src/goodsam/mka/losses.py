@@ -29,11 +29,13 @@ from goodsam.dar import (
     boundary_from_logits,
     fuse,
     refine_from_logits,
+    soft_boundary_from_probs,
     soft_boundary_map,
 )
-from goodsam.dar import window_consistency_loss as _window_consistency_loss
 from goodsam.dar.safeguards import apply_safeguards
+from goodsam.fastops import channel_argmax
 from goodsam.panorama.windows import WindowLayout, assemble_tiles, crop_overlaps, crop_windows, overlap_pairs
+from goodsam.profiling import stage
 
 IGNORE_INDEX = 255
 
@@ -152,7 +154,7 @@ def erp_distillation_loss(student_logits: torch.Tensor, ta_tiled_logits: torch.T
 
 def _erp_from_log_probs(student_log_probs: torch.Tensor, ta_tiled_logits: torch.Tensor,
                         void: torch.Tensor | None = None) -> torch.Tensor:
-    labels = ta_tiled_logits.detach().argmax(dim=-3)
+    labels = channel_argmax(ta_tiled_logits.detach(), dim=-3)
     if void is not None:  # pixels outside the scene are no target
         labels = torch.where(void.to(labels.device), torch.full_like(labels, IGNORE_INDEX), labels)
     picked, valid = _pick(student_log_probs, labels)
@@ -212,6 +214,88 @@ def _ta_boundary_loss(b_ref: torch.Tensor, logits_i: torch.Tensor, logits_j: tor
     return boundary_enhanced_loss(b_ref, *soft)
 
 
+def _overlaps_by_width(layout: WindowLayout) -> list[list[int]]:
+    """Overlap indices grouped by overlap width (one group for a regular layout), in order."""
+    groups: dict[int, list[int]] = {}
+    for k, overlap in enumerate(layout.overlaps):
+        groups.setdefault(overlap.width, []).append(k)
+    return list(groups.values())
+
+
+def _stack_crops(maps: torch.Tensor, sources: list[int], offsets: list[int], width: int) -> torch.Tensor:
+    """``maps[sources[k]][..., offsets[k]:offsets[k] + width]`` stacked ``(K, ..., width)``.
+
+    A view when the sources are consecutive and share one offset (the regular layout), else one copy.
+    """
+    if len(set(offsets)) == 1:
+        cropped = maps[..., offsets[0]:offsets[0] + width]
+        if sources == list(range(sources[0], sources[0] + len(sources))):
+            return cropped[sources[0]:sources[0] + len(sources)]
+        return cropped.index_select(0, torch.tensor(sources, device=maps.device))
+    return torch.stack([maps[s][..., o:o + width] for s, o in zip(sources, offsets, strict=True)])
+
+
+def _panorama_overlap_crops(maps: torch.Tensor, layout: WindowLayout, group: list[int]) -> torch.Tensor:
+    """The ``(C, H, W)`` panorama map on the overlaps of ``group`` (equal widths): ``(K, C, H, w)``.
+
+    Same values as stacking :func:`crop_overlaps`; a view when the overlaps tile one column range.
+    """
+    columns = np.concatenate([layout.overlap_columns(k) for k in group])
+    width = layout.overlaps[group[0]].width
+    start = int(columns[0])
+    if np.array_equal(columns, np.arange(start, start + len(columns))):
+        taken = maps[..., start:start + len(columns)]
+    else:
+        taken = maps.index_select(-1, torch.as_tensor(columns, device=maps.device))
+    return taken.unflatten(-1, (len(group), width)).movedim(-2, 0)
+
+
+def _per_overlap_mean(values: list[tuple[list[int], torch.Tensor]]) -> torch.Tensor:
+    """Mean over overlaps of per-overlap losses given per width group as ``(indices, (K,) losses)``."""
+    order = [k for group, _ in values for k in group]
+    stacked = torch.cat([losses for _, losses in values])
+    return stacked[torch.as_tensor(np.argsort(order), device=stacked.device)].mean()
+
+
+def _student_boundary_terms(student_logits: torch.Tensor, layout: WindowLayout,
+                            refined: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Eq. 7 (:func:`student_boundary_loss`) on all overlaps at once, per group of equal widths."""
+    parts = []
+    for group in _overlaps_by_width(layout):
+        soft = soft_boundary_from_probs(_panorama_overlap_crops(student_logits, layout, group).softmax(dim=1))
+        target = torch.stack([refined[k] for k in group]).detach().to(soft)
+        count = target.flatten(1).sum(1).clamp(min=1.0)
+        parts.append((group, (target - soft).abs().flatten(1).sum(1) / count))
+    return _per_overlap_mean(parts)
+
+
+def _ta_overlap_terms(ta_window_logits: torch.Tensor, layout: WindowLayout, refined: Sequence[torch.Tensor],
+                      consistency: bool, boundary: bool) -> dict[str, torch.Tensor]:
+    """Eq. 1 and eq. 2 on all overlaps at once, from one softmax of the TA's window logits."""
+    probs = ta_window_logits.float().softmax(dim=-3)
+    eq1, eq2 = [], []
+    for group in _overlaps_by_width(layout):
+        overlaps = [layout.overlaps[k] for k in group]
+        width = overlaps[0].width
+        left = _stack_crops(probs, [o.left for o in overlaps], [o.left_offset for o in overlaps], width)
+        right = _stack_crops(probs, [o.right for o in overlaps], [o.right_offset for o in overlaps], width)
+        if consistency:
+            eq1.append((group, ((left - right) ** 2).flatten(1).mean(1)))
+        if boundary:
+            target = torch.stack([refined[k] for k in group]).to(probs)
+            count = target.flatten(1).sum(1).clamp(min=1.0)
+            soft_left, soft_right = soft_boundary_from_probs(left), soft_boundary_from_probs(right)
+            distance = ((target - soft_left).abs().flatten(1).sum(1)
+                        + (target - soft_right).abs().flatten(1).sum(1))
+            eq2.append((group, distance / count))
+    terms = {}
+    if consistency:
+        terms["eq1_consistency"] = _per_overlap_mean(eq1)
+    if boundary:
+        terms["eq2_boundary_enhanced"] = _per_overlap_mean(eq2)
+    return terms
+
+
 def _weighted_sum(terms: dict[str, torch.Tensor], names: Sequence[str], weights: LossWeights) -> torch.Tensor:
     present = [weights.term_weights()[name] * terms[name] for name in names if name in terms]
     if not present:
@@ -263,16 +347,19 @@ def panorama_targets(ta_window_logits: torch.Tensor, layout: WindowLayout, windo
     with torch.no_grad():
         logits = ta_window_logits.detach().float()
         options = fusion_options or {}
-        fused = [fuse(fusion, masks, logits[i], **options) for i, masks in enumerate(window_masks)]
-        guarded = [apply_safeguards(f.labels.to(logits.device), f.weights.to(logits.device), logits[i],
-                                    ta_confidence=ta_confidence, uncertain=uncertain)
-                   for i, f in enumerate(fused)]
-        labels = torch.stack([g[0] for g in guarded])
-        weights = torch.stack([g[1] for g in guarded])
-        pairs = overlap_pairs(logits, layout)
-        refined = [refine_from_logits(a, b, sam, alpha)
-                   for (a, b), sam in zip(pairs, overlap_sam_boundaries, strict=True)]
-        tiled = assemble_tiles(logits, layout)
+        with stage("fusion (eq. 3)"):
+            fused = [fuse(fusion, masks, logits[i], **options) for i, masks in enumerate(window_masks)]
+            guarded = [apply_safeguards(f.labels.to(logits.device), f.weights.to(logits.device), logits[i],
+                                        ta_confidence=ta_confidence, uncertain=uncertain)
+                       for i, f in enumerate(fused)]
+            labels = torch.stack([g[0] for g in guarded])
+            weights = torch.stack([g[1] for g in guarded])
+        with stage("boundary refinement (B_ref)"):
+            pairs = overlap_pairs(logits, layout)
+            refined = [refine_from_logits(a, b, sam, alpha)
+                       for (a, b), sam in zip(pairs, overlap_sam_boundaries, strict=True)]
+        with stage("eq. 4 tiling"):
+            tiled = assemble_tiles(logits, layout)
         if void is not None:
             void = void.to(device=logits.device, dtype=torch.bool)
             window_void = crop_windows(void, layout)
@@ -301,21 +388,33 @@ def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor
         terms["eq5_student_ensemble"] = _ensemble_from_picked(picked, valid, targets.weights,
                                                               weights.high_conf_lambda)
     if on["eq7_student_boundary"] and layout.num_overlaps:
-        terms["eq7_student_boundary"] = student_boundary_loss(crop_overlaps(student_logits, layout),
-                                                              targets.refined, weights.boundary_form)
+        if len(targets.refined) != layout.num_overlaps:
+            raise ValueError(f"{layout.num_overlaps} overlaps but {len(targets.refined)} B_ref maps")
+        if weights.boundary_form == "paper":  # all overlaps at once
+            terms["eq7_student_boundary"] = _student_boundary_terms(student_logits, layout, targets.refined)
+        else:
+            terms["eq7_student_boundary"] = student_boundary_loss(crop_overlaps(student_logits, layout),
+                                                                  targets.refined, weights.boundary_form)
     if on["eq6_ta_ensemble"]:
         terms["eq6_ta_ensemble"] = ta_ensemble_loss(ta_window_logits, targets.labels, targets.weights,
                                                     weights.high_conf_lambda)
-    if on["eq1_consistency"] and layout.num_overlaps:
-        terms["eq1_consistency"] = _window_consistency_loss(ta_window_logits.float(), layout)
-    if on["eq2_boundary_enhanced"] and layout.num_overlaps:
-        pairs = overlap_pairs(ta_window_logits.float(), layout)
-        terms["eq2_boundary_enhanced"] = torch.stack([
-            _ta_boundary_loss(b_ref, a, b, weights.boundary_form)
-            for (a, b), b_ref in zip(pairs, targets.refined, strict=True)]).mean()
+    if (on["eq1_consistency"] or on["eq2_boundary_enhanced"]) and layout.num_overlaps:
+        # eq. 1 and eq. 2 share one softmax of the TA's windows and view its overlap columns
+        paper_boundary = on["eq2_boundary_enhanced"] and weights.boundary_form == "paper"
+        terms.update(_ta_overlap_terms(ta_window_logits, layout, targets.refined, on["eq1_consistency"],
+                                       paper_boundary))
+        if on["eq2_boundary_enhanced"] and not paper_boundary:
+            pairs = overlap_pairs(ta_window_logits.float(), layout)
+            terms["eq2_boundary_enhanced"] = torch.stack([
+                _ta_boundary_loss(b_ref, a, b, weights.boundary_form)
+                for (a, b), b_ref in zip(pairs, targets.refined, strict=True)]).mean()
     has_student = any(name in terms for name in STUDENT_TERMS)
     has_ta = any(name in terms for name in TA_TERMS)
     terms["student"] = student_total_loss(terms, weights) if has_student else _zero(student_logits)
-    zero_ref = ta_window_logits if ta_window_logits is not None else student_logits
-    terms["ta"] = ta_total_loss(terms, weights) if has_ta else _zero(zero_ref)
+    if has_ta:
+        terms["ta"] = ta_total_loss(terms, weights)
+    elif ta_window_logits is not None:
+        terms["ta"] = _zero(ta_window_logits)
+    else:  # no TA forward this step: a constant (nothing to back-propagate)
+        terms["ta"] = torch.zeros((), device=student_logits.device)
     return terms

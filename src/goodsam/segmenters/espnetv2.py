@@ -42,13 +42,31 @@ PYRAMID_MIN_SIZE = 5
 
 # --- building blocks (two naming styles, as in the released weights) -------------------------------------
 
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and state_dict keys); a grouped 1x1 convolution on the CPU runs as
+    one batched matrix product, which gives the same values (the same per-group products) as the
+    convolution but avoids its per-group slicing and concatenation (about 3x faster with backward)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.groups == 1 or self.kernel_size != (1, 1) or self.stride != (1, 1) or self.padding != (0, 0)
+                or x.device.type != "cpu" or x.ndim != 4 or not x.is_contiguous()
+                or torch.jit.is_tracing() or torch.jit.is_scripting()):
+            return super().forward(x)
+        batch, _, height, width = x.shape
+        groups = self.groups
+        weight = self.weight.view(groups, self.out_channels // groups, self.in_channels // groups)
+        out = torch.matmul(weight, x.view(batch, groups, self.in_channels // groups, height * width))
+        out = out.view(batch, self.out_channels, height, width)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+
 class ConvBN(nn.Module):
     """Conv (no bias) + batch norm, optionally PReLU; parameters named ``conv``/``bn``/``act``."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
                  act: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
+        self.conv = Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
         self.act = nn.PReLU(cout) if act else nn.Identity()
 
@@ -86,7 +104,7 @@ class SeqCBR(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, groups: int = 1):
         super().__init__()
         self.cbr = nn.Sequential(
-            nn.Conv2d(cin, cout, kernel, 1, (kernel - 1) // 2, groups=groups, bias=False),
+            Conv2d(cin, cout, kernel, 1, (kernel - 1) // 2, groups=groups, bias=False),
             nn.BatchNorm2d(cout), nn.PReLU(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

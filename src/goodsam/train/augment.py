@@ -57,6 +57,15 @@ def sample_augmentation(width: int, seed: int, step: int, sample: int, roll: boo
 
 
 def _permute(data: torch.Tensor, columns: np.ndarray) -> torch.Tensor:
+    """``data[..., columns]``; a flip and/or a roll (every augmentation) as such, which copies whole rows
+    instead of gathering single columns (same values)."""
+    width = len(columns)
+    flipped = width > 1 and columns[0] - columns[1] in (1, 1 - width)
+    base = width - 1 - columns if flipped else columns
+    shift = (-int(base[0])) % width
+    if np.array_equal(np.roll(np.arange(width), shift), base):
+        source = data.flip(-1) if flipped else data
+        return torch.roll(source, shift, dims=-1) if shift else source
     return data.index_select(-1, torch.as_tensor(columns, device=data.device))
 
 

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from goodsam.errors import ConfigError
 from goodsam.mka.losses import TA_TERMS, LossWeights, PanoramaTargets, panorama_losses, panorama_targets
 from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows
+from goodsam.profiling import StageTimer, stage, timed_method
 from goodsam.segmenters.scale import forward_at_scale, resolve_scale
 from goodsam.train import augment
 from goodsam.train.checkpoint import (
@@ -138,7 +139,10 @@ class Trainer:
     """TA + student training for one run folder (see the module docstring).
 
     ``model_factory(config, device) -> (ta, student)`` replaces the zoo (called after seeding).
+    ``timer``: set a :class:`goodsam.profiling.StageTimer` to time the stages of :meth:`train_step`.
     """
+
+    timer: StageTimer | None = None
 
     def __init__(self, config: TrainConfig, data_dir: str | Path, masks_dir: str | Path,
                  run_dir: str | Path, *, device: str = "auto", resume: bool = False,
@@ -247,11 +251,13 @@ class Trainer:
         if step is not None:
             aug = augment.sample_augmentation(self.layout.width, cfg.train.seed, step, sample.index,
                                               cfg.data.roll, cfg.data.flip)
-        student_in = augment.apply(image[None].float(), aug)
-        with self._autocast():
-            student_logits = self.student(self.student_module.preprocess(student_in)).logits.float()
-        student_logits = augment.invert(student_logits[0], aug)
-        return panorama_losses(student_logits, ta_logits, self.layout, targets, self.weights)
+        with stage("student forward"):
+            student_in = augment.apply(image[None].float(), aug)
+            with self._autocast():
+                student_logits = self.student(self.student_module.preprocess(student_in)).logits.float()
+            student_logits = augment.invert(student_logits[0], aug)
+        with stage("losses"):
+            return panorama_losses(student_logits, ta_logits, self.layout, targets, self.weights)
 
     def _targets(self, sample: Sample, image: torch.Tensor) -> tuple[PanoramaTargets, torch.Tensor]:
         """The targets of one panorama and the TA's window logits (with gradient when a TA term is on)."""
@@ -269,7 +275,8 @@ class Trainer:
             # The TA runs with gradient when one of its terms is on (or it makes the targets itself).
             ta_logits = target_logits
             if self.ta_terms_on or target_logits is None:
-                ta_logits = self._ta_logits(self.ta, self.ta_module, windows)
+                with stage("TA forward"):
+                    ta_logits = self._ta_logits(self.ta, self.ta_module, windows)
             if target_logits is None:
                 target_logits = ta_logits
         void = None
@@ -315,6 +322,7 @@ class Trainer:
                     stack.enter_context(model.no_sync())
         return stack
 
+    @timed_method
     def train_step(self, step: int) -> dict[str, float]:
         """One optimiser step of both models (0-based ``step``); returns the mean loss terms and LRs."""
         cfg = self.config
@@ -330,20 +338,28 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         for k, index in enumerate(mine):
             with self._no_sync(last=k == len(mine) - 1):
-                terms = self.sample_losses(self.dataset[index], step)
-                loss = (terms["student"] + terms["ta"]) / len(mine)
-                self.scaler.scale(loss).backward()
+                with stage("data + mask decoding"):
+                    sample = self.dataset[index]
+                terms = self.sample_losses(sample, step)
+                # The two totals have disjoint graphs (every target is detached): backward each on its
+                # own (the same gradients as one backward of their sum), so each can be timed.
+                for key, label in (("student", "student backward"), ("ta", "TA backward")):
+                    with stage(label):
+                        total = terms[key] / len(mine)
+                        if total.requires_grad:  # e.g. not with a frozen TA
+                            self.scaler.scale(total).backward()
             for key, value in terms.items():
                 sums[key] += float(value.detach()) / len(mine)
-        for name, model in (("student", self.student_module), ("ta", self.ta_module)):
-            optimizer = self.optimizers[name]
-            if cfg.optim.grad_clip:
-                self.scaler.unscale_(optimizer)
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                sums[f"grad_norm_{name}"] = float(norm)
-            self.scaler.step(optimizer)
-        self.scaler.update()
-        self._update_ema()
+        with stage("optimiser"):
+            for name, model in (("student", self.student_module), ("ta", self.ta_module)):
+                optimizer = self.optimizers[name]
+                if cfg.optim.grad_clip:
+                    self.scaler.unscale_(optimizer)
+                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    sums[f"grad_norm_{name}"] = float(norm)
+                self.scaler.step(optimizer)
+            self.scaler.update()
+            self._update_ema()
         keys = sorted(sums)
         reduced = all_reduce_mean(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
         scalars = dict(zip(keys, reduced.tolist(), strict=True))

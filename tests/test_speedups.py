@@ -1,0 +1,129 @@
+"""The faster forms (issue 14) equal what they replace: class-axis reductions, batched overlap losses,
+column permutations, fusion statistics; and the optional stage timer."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from goodsam.dar import (
+    boundary_enhanced_loss,
+    fuse,
+    soft_boundary_map,
+    window_consistency_loss,
+)
+from goodsam.dar.fusion import mask_statistics
+from goodsam.fastops import channel_argmax, channel_top2
+from goodsam.mka import LossWeights, panorama_losses, panorama_targets, student_boundary_loss
+from goodsam.panorama.windows import crop_overlaps, overlap_pairs, sliding_windows
+from goodsam.profiling import StageTimer, stage, timed_method, use_timer
+from goodsam.sam.base import MaskSet
+from goodsam.train import augment
+
+
+@pytest.mark.parametrize("shape, dim", [((19, 7, 9), 0), ((3, 19, 5, 6), 1), ((2, 5, 4, 3), -3)])
+def test_channel_argmax_and_top2_equal_torch_with_ties(shape: tuple[int, ...], dim: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, shape, generator=generator).float()  # many ties
+    assert torch.equal(channel_argmax(x, dim), x.argmax(dim))
+    first, second = channel_top2(x, dim)
+    top = x.topk(2, dim=dim).values
+    assert torch.equal(first, top.select(dim, 0)) and torch.equal(second, top.select(dim, 1))
+    y = torch.randn(shape, generator=generator)
+    assert torch.equal(channel_argmax(y, dim), y.argmax(dim))
+
+
+def _masks(layout, generator: torch.Generator) -> list[MaskSet]:
+    sets = []
+    for _ in range(layout.num_windows):
+        masks = torch.rand((4, layout.height, layout.windows[0].width), generator=generator) > 0.6
+        masks = masks.numpy()
+        n = len(masks)
+        sets.append(MaskSet(masks, masks.reshape(n, -1).sum(1), np.full(n, 0.9, np.float32),
+                            np.full(n, 0.95, np.float32), np.zeros((n, 4), np.int64)))
+    return sets
+
+
+@pytest.mark.parametrize("width, window, stride, wrap", [(64, 16, 8, False), (70, 16, 8, False),
+                                                         (64, 16, 8, True)])
+def test_batched_overlap_terms_equal_the_per_overlap_equations(width: int, window: int, stride: int,
+                                                               wrap: bool) -> None:
+    """eq. 1, 2, 7 from panorama_losses (one softmax, views of all overlaps) vs the public per-overlap
+    functions, values and gradients, on a regular, an odd-width (unequal overlaps) and a wrapped layout."""
+    generator = torch.Generator().manual_seed(1)
+    layout = sliding_windows(6, width, window, stride, wrap)
+    ta = torch.randn((layout.num_windows, 5, 6, window), generator=generator, requires_grad=True)
+    student = torch.randn((5, 6, width), generator=generator, requires_grad=True)
+    sam = [torch.rand((6, o.width), generator=generator) > 0.7 for o in layout.overlaps]
+    targets = panorama_targets(ta, layout, _masks(layout, generator), sam)
+    terms = panorama_losses(student, ta, layout, targets, LossWeights())
+    eq1 = window_consistency_loss(ta, layout)
+    eq2 = torch.stack([boundary_enhanced_loss(b, soft_boundary_map(a), soft_boundary_map(c))
+                       for (a, c), b in zip(overlap_pairs(ta, layout), targets.refined, strict=True)]).mean()
+    eq7 = student_boundary_loss(crop_overlaps(student, layout), targets.refined)
+    for name, expected, source in (("eq1_consistency", eq1, ta), ("eq2_boundary_enhanced", eq2, ta),
+                                   ("eq7_student_boundary", eq7, student)):
+        torch.testing.assert_close(terms[name], expected)
+        got = torch.autograd.grad(terms[name], source, retain_graph=True)[0]
+        torch.testing.assert_close(got, torch.autograd.grad(expected, source, retain_graph=True)[0])
+
+
+def test_augmentation_permutation_fast_path_equals_a_gather() -> None:
+    data = torch.arange(2 * 3 * 11, dtype=torch.float32).view(2, 3, 11)
+    for shift in range(11):
+        for flip in (False, True):
+            aug = augment.Augmentation(11, shift, flip)
+            for columns in (aug.columns(), aug.inverse_columns()):
+                expected = data.index_select(-1, torch.as_tensor(columns))
+                assert torch.equal(augment._permute(data, columns), expected)
+    other = np.array([3, 1, 2, 0, 4, 5, 6, 7, 8, 9, 10])  # no flip/roll: the general gather
+    assert torch.equal(augment._permute(data, other), data.index_select(-1, torch.as_tensor(other)))
+
+
+def test_mask_statistics_equal_the_one_hot_product() -> None:
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn((6, 9, 11), generator=generator)
+    masks = torch.rand((5, 9, 11), generator=generator) > 0.5
+    masks[3] = False  # an empty mask
+    stats = mask_statistics(masks, logits)
+    probs = logits.softmax(0)
+    entropy = -(probs * probs.clamp(min=1e-12).log()).sum(0).flatten()
+    onehot = torch.nn.functional.one_hot(logits.argmax(0).flatten(), 6).float()
+    flat = masks.flatten(1).float()
+    assert torch.equal(stats.area, masks.flatten(1).sum(1))
+    assert torch.equal(stats.counts, flat @ onehot)
+    torch.testing.assert_close(stats.entropy_sums, flat @ (onehot * entropy[:, None]))
+    result = fuse("ctcf", masks, logits)
+    assert result.labels.shape == (9, 11) and int(result.mask_labels[3]) == 255
+
+
+def test_stage_timer_is_a_no_op_unless_active() -> None:
+    with stage("anything"):
+        pass  # no timer active: nothing to record, nothing fails
+    timer = StageTimer()
+    with use_timer(timer):
+        with stage("a"):
+            time.sleep(0.01)
+        with stage("a"):
+            pass
+        with stage("b"):
+            pass
+    assert list(timer.seconds) == ["a", "b"] and timer.calls["a"] == 2 and timer.seconds["a"] >= 0.01
+
+    class Owner:
+        timer: StageTimer | None = None
+
+        @timed_method
+        def work(self) -> int:
+            with stage("work"):
+                return 3
+
+    owner = Owner()
+    assert owner.work() == 3
+    owner.timer = StageTimer()
+    assert owner.work() == 3 and owner.timer.calls["work"] == 1
+    timer.reset()
+    assert timer.snapshot() == {}
