@@ -158,12 +158,13 @@ def write_report(work: Path, docs: Path, state: dict) -> Path:
     lines += ["", f"Chosen: **{chosen.get('chosen', {}).get('name', 'not run')}** — rule: "
               f"{chosen.get('rule', '')}.", ""]
     lines += ["## 4. Training runs (student terms; targets from the frozen TA at the chosen scale)", "",
-              "| run | overrides beyond the base | steps | train wall | proxy | CVRG | val (first → last) |",
+              "| run | loss terms and fusion | steps | train wall | proxy | CVRG | val (first → last) |",
               "|---|---|---|---|---|---|---|"]
     for name, run in runs.items():
         val = run["validation"]
         trend = f"{_f(val[0]['student'])} → {_f(val[-1]['student'])}" if val else "—"
-        extra = ", ".join(o for o in run["overrides"] if o.startswith(("loss.", "fusion.method")))
+        settings = dict(o.split("=", 1) for o in run["overrides"])  # the last value of a key wins
+        extra = ", ".join(f"{k}={v}" for k, v in settings.items() if k.startswith(("loss.eq", "fusion.")))
         lines.append(f"| {run['what']} | `{extra}` | {run['steps']} | {_wall(run['train_seconds'])} | "
                      f"{_f(run['results'].get(f'proxy/student_{name}', {}).get('miou'))} | "
                      f"{_f(run['results'].get(f'cvrg/student_{name}', {}).get('miou'))} | {trend} |")
