@@ -1,4 +1,5 @@
-"""Ablations of nano GoodSAM on a labelled pinhole-to-ERP proxy -> ``docs/results.md``.
+"""Ablations of nano GoodSAM on a labelled pinhole-to-ERP proxy (the paper-faithful runs of session 2) ->
+``WORK/docs/results.md``. The project's ``docs/results.md`` is written by ``benchmarks/evidence.py``.
 
 Setup: MobileSAM masks, ESPNetv2-s2.0 teacher assistant (TA), ESPNetv2-s0.5 (or s1.0) student, all with
 real weights. Training panoramas are projected from the 100 aachen frames of Cityscapes train, evaluation
@@ -353,8 +354,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, help="Work dir (default outputs/ablations[_quick]).")
-    parser.add_argument("--docs", type=Path, help="Where results.md + results/ go (default docs/; "
-                                                  "with --quick the work dir's docs/).")
+    parser.add_argument("--docs", type=Path, help="Where results.md + results/ go (default: the work "
+                                                  "dir's docs/).")
     parser.add_argument("--quick", action="store_true", help="Every stage at tiny scale (a few minutes).")
     parser.add_argument("--plan", action="store_true", help="Print the plan and ETA, run nothing.")
     parser.add_argument("--only", nargs="+", metavar="STAGE", help="Run only these stages.")
@@ -379,7 +380,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_settings(args: argparse.Namespace) -> Settings:
     work = args.work or REPO / "outputs" / ("ablations_quick" if args.quick else "ablations")
-    docs = args.docs or (work / "docs" if args.quick else REPO / "docs")
+    docs = args.docs or work / "docs"  # docs/results.md is benchmarks/evidence.py's now
     settings = quick_settings(work, docs) if args.quick else Settings(work=work, docs=docs)
     for key in ("student", "steps", "points_per_side", "frames_per_pano", "eval_frames_per_pano", "threads",
                 "workers"):
