@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CodedSegmenter
+from helpers import CodedSegmenter, StandInSAM
 from PIL import Image
 
 from goodsam.commands.masks import run_masks
@@ -167,25 +167,6 @@ def test_boundary_disagreement_loss_acts_only_where_boundaries_differ() -> None:
 
 
 # ------------------------------------------------------------------------------ training features
-class StandInSAM:
-    """Grey-level terciles split into left and right halves (6 masks), as in test_train.py."""
-
-    model_name = "mobile_sam"
-    impl = "fast"
-
-    def generate(self, image: np.ndarray):
-        from goodsam.sam.base import MaskSet
-
-        grey = image.mean(axis=2)
-        bins = np.digitize(grey, np.quantile(grey, [1 / 3, 2 / 3]))
-        half = np.arange(image.shape[1])[None, :] < image.shape[1] // 2
-        masks = np.stack([(bins == k) & (half == side) for k in range(3) for side in (True, False)])
-        masks = masks[masks.reshape(len(masks), -1).any(1)]
-        n = len(masks)
-        return MaskSet(masks, masks.reshape(n, -1).sum(1), np.full(n, 0.9, np.float32),
-                       np.full(n, 0.95, np.float32), np.zeros((n, 4), np.int64))
-
-
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory, assets_dir: Path) -> dict[str, Path]:
     """Two real panoramas with stand-in masks, and a labelled validation set of two panorama bands

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import StandInSAM
 from PIL import Image
 from safetensors.torch import load_file
 
 from goodsam.commands.masks import run_masks
 from goodsam.errors import ConfigError
-from goodsam.sam.base import AMGSettings, MaskSet
+from goodsam.sam.base import AMGSettings
 from goodsam.train import augment
 from goodsam.train.checkpoint import (
     CheckpointError,
@@ -45,23 +46,6 @@ SMALL = ["data.height=64", "data.width=256", "windows.width=128", "windows.strid
 TINY_SAM = AMGSettings(**{**load_config("nano-s0.5").sam.settings, "points_per_side": 2,
                           "points_per_batch": 4})  # the nano config's settings, with SMALL's point grid
 GOODSAM = [sys.executable, "-m", "goodsam.cli"]
-
-
-class StandInSAM:
-    """Deterministic stand-in for SAM: grey-level terciles, split into left and right halves (6 masks)."""
-
-    model_name = "mobile_sam"
-    impl = "fast"
-
-    def generate(self, image: np.ndarray) -> MaskSet:
-        grey = image.mean(axis=2)
-        bins = np.digitize(grey, np.quantile(grey, [1 / 3, 2 / 3]))
-        half = np.arange(image.shape[1])[None, :] < image.shape[1] // 2
-        masks = np.stack([(bins == k) & (half == side) for k in range(3) for side in (True, False)])
-        masks = masks[masks.reshape(len(masks), -1).any(1)]
-        n = len(masks)
-        return MaskSet(masks, masks.reshape(n, -1).sum(1), np.full(n, 0.9, np.float32),
-                       np.full(n, 0.95, np.float32), np.zeros((n, 4), np.int64))
 
 
 @pytest.fixture(scope="module", autouse=True)
