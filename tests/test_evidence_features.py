@@ -64,6 +64,8 @@ def test_scale_setting_errors() -> None:
     assert load_config("nano-s0.5", ["ta.scale=2.5"]).ta.scale == 2.5
     with pytest.raises(ConfigError, match="scale must be"):
         load_config("nano-s0.5", ["ta.scale=huge"])
+    with pytest.raises(ConfigError, match="training pixel density of 'my-net'"):  # before any masks
+        load_config("nano-s0.5", ["ta.scale=auto", "ta.architecture=my-net"])
     # New keys at their defaults leave the config hash (and so resuming older runs) unchanged.
     base = load_config("nano-s0.5")
     assert load_config("nano-s0.5", ["ta.scale=1", "fusion.uncertain=paper"]).hash() == base.hash()

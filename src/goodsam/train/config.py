@@ -20,7 +20,7 @@ import yaml
 
 from goodsam.errors import ConfigError
 from goodsam.mka.losses import LossWeights
-from goodsam.segmenters.scale import parse_scale
+from goodsam.segmenters.scale import parse_scale, resolve_scale
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -370,6 +370,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{config.name}: {message}")
+    resolve_scale(config.ta.scale, config.ta.architecture, config.data.width)  # 'auto' needs a known TA
     return config
 
 
