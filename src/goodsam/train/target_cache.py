@@ -41,20 +41,21 @@ class TargetLogitCache:
     def path(self, name: str) -> Path:
         return self.root / f"{Path(name).stem}.safetensors"
 
-    def _read(self, path: Path) -> torch.Tensor | None:
+    def _read(self, path: Path, tensor: bool = True) -> torch.Tensor | bool | None:
+        """The cached logits (``tensor``) or True (just checking) for a file of this identity, else None."""
         if not path.is_file():
             return None
         try:
             with safe_open(str(path), framework="pt") as handle:
                 if (handle.metadata() or {}).get("identity") != self.identity:
                     return None
-                return handle.get_tensor("logits")
+                return handle.get_tensor("logits") if tensor else True
         except (OSError, ValueError, RuntimeError):
             return None  # torn or foreign file: recompute
 
     def has(self, name: str) -> bool:
-        """Whether panorama ``name`` has a usable file (of this identity)."""
-        return self._read(self.path(name)) is not None
+        """Whether panorama ``name`` has a usable file (of this identity); reads only its header."""
+        return self._read(self.path(name), tensor=False) is not None
 
     def get(self, name: str, compute: Callable[[], torch.Tensor], device: torch.device | None = None
             ) -> torch.Tensor:
