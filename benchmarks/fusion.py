@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from goodsam.assets import find_asset
-from goodsam.commands.masks import run_masks
 from goodsam.dar.fusion import fuse
 from goodsam.evaluation.pseudo_labels import PseudoLabelScorer
 from goodsam.imageio import load_label, load_rgb
 from goodsam.sam.base import AMGSettings
 from goodsam.sam.cache import cache_path, load_panorama_masks
+from goodsam.sam.folder import compute_masks
 from goodsam.segmenters import build_segmenter
 from goodsam.segmenters.base import to_image_tensor
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     frames = link_frames([p for paths in splits.values() for p in paths], cache / "frames")
     settings = AMGSettings(points_per_side=args.points_per_side)
     masks_dir = cache / f"masks-{args.impl}-pps{args.points_per_side}"  # one cache per SAM setting
-    summary = run_masks(frames, masks_dir, settings=settings, impl=args.impl, window=1024, stride=1024,
+    summary = compute_masks(frames, masks_dir, settings=settings, impl=args.impl, window=1024, stride=1024,
                         device=args.device)
     sam_seconds = time.perf_counter() - start
     segmenter = build_segmenter(args.ta).to(args.device).eval()

@@ -34,7 +34,8 @@ from goodsam.assets import find_asset
 from goodsam.imageio import list_images, load_rgb, save_png
 from goodsam.profiling import StageTimer
 from goodsam.train.config import load_config
-from goodsam.train.data import ensure_masks, fit_erp_band
+from goodsam.train.data import fit_erp_band
+from goodsam.train.pipeline import ensure_masks
 from goodsam.train.trainer import Trainer, resolve_device
 
 PAPER_CONFIGS = ("goodsam-m", "goodsam-t", "goodsam-s")

@@ -14,12 +14,12 @@ import torch
 from helpers import CodedSegmenter, StandInSAM
 from PIL import Image
 
-from goodsam.commands.masks import run_masks
 from goodsam.dar import boundary_disagreement_loss, soft_boundary_map
 from goodsam.dar.fusion import IGNORE_INDEX, ctcf_fusion
 from goodsam.dar.safeguards import apply_safeguards, keep_confident_ta, ta_labels_where_uncertain
 from goodsam.errors import ConfigError
 from goodsam.inference import predict_logits
+from goodsam.sam.folder import compute_masks
 from goodsam.segmenters.scale import (
     TRAINING_PIXELS_PER_DEGREE,
     auto_scale,
@@ -183,7 +183,7 @@ def small_data(tmp_path_factory: pytest.TempPathFactory, assets_dir: Path) -> di
         shutil.copy(assets_dir / "panoramas" / name, data / name)
     settings = AMGSettings(**{**load_config("nano-s0.5").sam.settings, "points_per_side": 2,
                               "points_per_batch": 4})
-    run_masks(data, root / "masks", settings=settings, generator=StandInSAM(), height=64, width=256,
+    compute_masks(data, root / "masks", settings=settings, generator=StandInSAM(), height=64, width=256,
               window=128, stride=64, progress=False)
     images, labels = root / "val" / "images", root / "val" / "labels"
     images.mkdir(parents=True)
@@ -268,10 +268,10 @@ def test_moving_average_ta_makes_the_targets_and_resumes(small_data: dict[str, P
 
 
 def test_train_cli_validation_options(small_data: dict[str, Path], tmp_path: Path) -> None:
-    from goodsam.commands.train import run_train
+    from goodsam.train.pipeline import run_training
 
     with pytest.raises(ConfigError, match="both --val-images and --val-labels"):
-        run_train("nano-s0.5", small_data["data"], small_data["masks"], tmp_path / "r",
+        run_training("nano-s0.5", small_data["data"], small_data["masks"], tmp_path / "r",
                   val_images=small_data["val_images"])
 
 

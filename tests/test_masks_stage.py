@@ -6,10 +6,11 @@ real panoramas, killed and resumed, sharded) runs the real generator on small re
 
 from __future__ import annotations
 
-import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,10 @@ import pytest
 from PIL import Image
 
 from goodsam.commands import masks as masks_cmd
-from goodsam.commands.masks import parse_shard, run_masks, target_size
 from goodsam.errors import ConfigError, GoodSAMError, ImageError
+from goodsam.imageio import target_size
 from goodsam.panorama.windows import sliding_windows
+from goodsam.sam import folder as masks_stage
 from goodsam.sam.base import AMGSettings, MaskSet
 from goodsam.sam.cache import (
     MaskCacheError,
@@ -29,6 +31,7 @@ from goodsam.sam.cache import (
     read_meta,
     save_panorama_masks,
 )
+from goodsam.sam.folder import compute_masks, parse_shard
 
 # a tiny point grid; relaxed filters so that every small window keeps a few masks
 TINY = AMGSettings(points_per_side=3, points_per_batch=9, pred_iou_thresh=0.5, stability_score_thresh=0.8)
@@ -67,7 +70,7 @@ def two_panoramas(tmp_path: Path, assets_dir: Path) -> Path:
 
 
 def _fake_run(folder: Path, out: Path, generator: FakeGenerator | None = None, **options):
-    return run_masks(folder, out, settings=TINY, generator=generator or FakeGenerator(), progress=False,
+    return compute_masks(folder, out, settings=TINY, generator=generator or FakeGenerator(), progress=False,
                      **{**SIZE, **options})
 
 
@@ -102,7 +105,7 @@ def test_second_run_skips_and_mismatch_is_refused(two_panoramas: Path, tmp_path:
     summary = _fake_run(two_panoramas, out, generator)
     assert (summary.done, summary.skipped, generator.calls) == (0, 2, 0)
     with pytest.raises(MaskCacheError, match="points_per_side=3 \\(requested 8\\).*--overwrite"):
-        run_masks(two_panoramas, out, settings=AMGSettings(points_per_side=8, points_per_batch=4),
+        compute_masks(two_panoramas, out, settings=AMGSettings(points_per_side=8, points_per_batch=4),
                   generator=FakeGenerator(), progress=False, **SIZE)
     with pytest.raises(MaskCacheError, match="layout.stride=128 \\(requested 64\\)"):
         _fake_run(two_panoramas, out, stride=64)
@@ -169,7 +172,7 @@ def test_bad_inputs(two_panoramas: Path, tmp_path: Path) -> None:
         _fake_run(two_panoramas, tmp_path / "c4", stride=300)
     (two_panoramas / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(ImageError, match="broken.png"):
-        _fake_run(two_panoramas, tmp_path / "c2")
+        _fake_run(two_panoramas, tmp_path / "c2", strict=True)
 
 
 def test_cli_bad_shard_is_one_line(tmp_path: Path, two_panoramas: Path) -> None:
@@ -183,13 +186,20 @@ def test_cli_bad_shard_is_one_line(tmp_path: Path, two_panoramas: Path) -> None:
 # ---------------------------------------------------------------- real MobileSAM (acceptance)
 
 
-def _cli(folder: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "goodsam.cli", "masks", str(folder), "--out", str(out),
+def _cli_args(folder: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "goodsam.cli", "masks", str(folder), "--out", str(out),
             "--points-per-side", "3", "--points-per-batch", "9", "--pred-iou-thresh", "0.5",
             "--stability-score-thresh", "0.8", "--height", "96", "--width", "384",
             "--window", "256", "--stride", "128", *extra]
-    env = {**os.environ, **(env or {})}
-    return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _cli(folder: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_cli_args(folder, out, *extra), capture_output=True, text=True, timeout=600)
+
+
+def _cli_process(folder: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(_cli_args(folder, out, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def _assert_same_caches(a: Path, b: Path) -> None:
@@ -209,21 +219,26 @@ def test_real_sam_kill_resume_and_shards(two_panoramas: Path, tmp_path: Path,
     options = {"settings": TINY, "progress": False, **SIZE}
     # one run, killed after its first image; a half-written second file is left behind
     run = tmp_path / "run"
-    result = _cli(two_panoramas, run, env={masks_cmd.KILL_AFTER_ENV: "1"})
-    assert result.returncode == 75, result.stderr
+    process = _cli_process(two_panoramas, run)
+    deadline = time.monotonic() + 600
+    while not list(run.glob("*.npz")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # killed from outside, right after its first image was written
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, process.stderr.read()
     assert [p.name for p in run.glob("*.npz")] == ["pass_1027U_0.png.npz"]
     (run / ".pass_7100U_1.png.npz.12345.tmp").write_bytes(b"PK half-written")
-    resumed = run_masks(two_panoramas, run, **options)
+    resumed = compute_masks(two_panoramas, run, **options)
     assert (resumed.done, resumed.skipped, resumed.windows) == (1, 1, 3) and resumed.masks > 0
     assert sorted(p.name for p in run.iterdir()) == ["pass_1027U_0.png.npz", "pass_7100U_1.png.npz"]
     # a further run does no SAM work: the generator is never even built
-    monkeypatch.setattr(masks_cmd, "build_generator", lambda *a, **k: pytest.fail("SAM was run again"))
-    again = run_masks(two_panoramas, run, **options)
+    monkeypatch.setattr(masks_stage, "build_generator", lambda *a, **k: pytest.fail("SAM was run again"))
+    again = compute_masks(two_panoramas, run, **options)
     assert (again.done, again.skipped) == (0, 2)
     monkeypatch.undo()
     # the same images as two shards (one in a separate process) give the same files and masks
     shards = tmp_path / "shards"
-    assert run_masks(two_panoramas, shards, shard="0/2", **options).done == 1
+    assert compute_masks(two_panoramas, shards, shard="0/2", **options).done == 1
     result = _cli(two_panoramas, shards, "--shard", "1/2")
     assert result.returncode == 0, result.stderr
     assert "1 image(s) done, 0 skipped" in result.stdout
@@ -237,7 +252,7 @@ def test_masks_cli_takes_sam_settings_from_a_training_config(tmp_path: Path,
 
     from goodsam.cli import app
     from goodsam.train.config import load_config
-    from goodsam.train.data import check_mask_settings
+    from goodsam.train.pipeline import mask_options
 
     calls: dict = {}
 
@@ -249,7 +264,7 @@ def test_masks_cli_takes_sam_settings_from_a_training_config(tmp_path: Path,
         calls.update(kwargs)
         return Done()
 
-    monkeypatch.setattr(masks_cmd, "run_masks", fake_run_masks)
+    monkeypatch.setattr(masks_cmd, "compute_masks", fake_run_masks)
     args = ["masks", str(tmp_path), "--out", str(tmp_path / "m"), "--config", "nano-s0.5", "--stride", "128"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -260,11 +275,7 @@ def test_masks_cli_takes_sam_settings_from_a_training_config(tmp_path: Path,
     assert calls["stride"] == 128  # given on the command line: wins over the config's 256
     bad = CliRunner().invoke(app, ["masks", str(tmp_path), "--out", str(tmp_path / "m"), "--config", "x9"])
     assert bad.exit_code != 0
-    # masks made this way are what training accepts (no mismatch raised for the config's own settings)
-    from goodsam.sam.cache import PanoramaMasks, save_panorama_masks
-
-    made = tmp_path / "made.npz"
-    save_panorama_masks(made, PanoramaMasks(
-        sliding_windows(8, 32, 16, 8), [MaskSet.empty(8, 16)] * 3, [MaskSet.empty(8, 8)] * 2,
-        meta={"sam": {"model": calls["model"], "settings": calls["settings"].as_dict()}}))
-    check_mask_settings([made], cfg.sam.model, AMGSettings(**cfg.sam.settings))
+    # masks made this way are what training accepts: the masks stage gets what `goodsam train` passes it
+    options = mask_options(cfg)
+    options.pop("stride")
+    assert {key: calls[key] for key in options} == options

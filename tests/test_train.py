@@ -25,9 +25,9 @@ from helpers import StandInSAM
 from PIL import Image
 from safetensors.torch import load_file
 
-from goodsam.commands.masks import run_masks
 from goodsam.errors import ConfigError
 from goodsam.sam.base import AMGSettings
+from goodsam.sam.folder import compute_masks
 from goodsam.train import augment
 from goodsam.train.checkpoint import (
     CheckpointError,
@@ -37,7 +37,8 @@ from goodsam.train.checkpoint import (
     set_rng_state,
 )
 from goodsam.train.config import available_configs, load_config
-from goodsam.train.data import ensure_masks, fit_erp_band, global_indices, rank_indices
+from goodsam.train.data import fit_erp_band, global_indices, rank_indices
+from goodsam.train.pipeline import ensure_masks
 from goodsam.train.trainer import Trainer, lr_factor
 
 SMALL = ["data.height=64", "data.width=256", "windows.width=128", "windows.stride=64",
@@ -64,7 +65,7 @@ def nano_data(tmp_path_factory: pytest.TempPathFactory, assets_dir: Path) -> tup
     data.mkdir()
     for name in ("pass_1027U_0.png", "pass_1210U_1.png"):
         shutil.copy(assets_dir / "panoramas" / name, data / name)
-    run_masks(data, root / "masks", settings=TINY_SAM, generator=StandInSAM(), height=64, width=256,
+    compute_masks(data, root / "masks", settings=TINY_SAM, generator=StandInSAM(), height=64, width=256,
               window=128, stride=64, progress=False)
     return data, root / "masks"
 
@@ -331,8 +332,8 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_train_computes_missing_masks_first(assets_dir: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from goodsam.commands import masks as masks_stage
-    from goodsam.commands.train import run_train
+    from goodsam.sam import folder as masks_stage
+    from goodsam.train.pipeline import run_training
 
     data = tmp_path / "data"
     data.mkdir()
@@ -344,7 +345,7 @@ def test_train_computes_missing_masks_first(assets_dir: Path, tmp_path: Path,
         return StandInSAM()
 
     monkeypatch.setattr(masks_stage, "build_generator", stand_in)
-    result = run_train("nano-s0.5", data, tmp_path / "masks", tmp_path / "run", steps=1, overrides=SMALL,
+    result = run_training("nano-s0.5", data, tmp_path / "masks", tmp_path / "run", steps=1, overrides=SMALL,
                        device="cpu", progress=False, tensorboard=False)
     assert result.step == 1 and (tmp_path / "masks" / "pass_7100U_1.png.npz").is_file()
     assert calls and calls[0][0] == "mobile_sam" and calls[0][2].points_per_side == 2
@@ -353,8 +354,8 @@ def test_train_computes_missing_masks_first(assets_dir: Path, tmp_path: Path,
 
 def test_demo_pipeline_small(assets_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``goodsam demo`` end to end at toy size (stand-in SAM, 1 step, one process), then resumed."""
-    from goodsam.commands import masks as masks_stage
     from goodsam.commands.demo import run_demo
+    from goodsam.sam import folder as masks_stage
 
     source = tmp_path / "source"
     source.mkdir()

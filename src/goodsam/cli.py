@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from goodsam.errors import GoodSAMError
+from goodsam.errors import BatchError, GoodSAMError
 
 app = typer.Typer(
     name="goodsam",
@@ -36,10 +36,26 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def batch_error_text(exc: BatchError) -> str:
+    """One line for one failed input; else one line per failed input and a last line that counts them."""
+    others = exc.total - len(exc.failures)
+    done = f" ({others} other input(s) were done)" if others else ""
+    if len(exc.failures) == 1:
+        return f"goodsam: error: {exc.failures[0][1]}{done}"
+    lines = [f"goodsam: failed: {reason}" for _, reason in exc.failures]
+    lines.append(f"goodsam: error: {len(exc.failures)} of {exc.total} inputs failed (listed above){done}; "
+                 "--strict stops at the first")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors become one line on stderr and exit code 2; a batch command whose inputs
+    partly failed lists each failed input on its own line, then exits 2."""
     try:
         app()
+    except BatchError as exc:
+        print(batch_error_text(exc), file=sys.stderr)
+        sys.exit(2)
     except GoodSAMError as exc:
         print(f"goodsam: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -15,3 +15,15 @@ class ImageError(GoodSAMError):
 
 class ConfigError(GoodSAMError):
     """A configuration, model name or option is invalid."""
+
+
+class BatchError(GoodSAMError):
+    """Some inputs of a batch command failed and every other one was done.
+
+    ``failures``: ``(input, reason)`` per failed input, in input order; ``result``: what the command
+    returns for the inputs that were done (its summary or list of results)."""
+
+    def __init__(self, what: str, total: int, failures: list, result=None):
+        self.failures, self.result, self.total = list(failures), result, total
+        super().__init__(f"{len(self.failures)} of {total} {what} failed (the others were done): "
+                         + "; ".join(f"{path}: {reason}" for path, reason in self.failures))

@@ -73,6 +73,7 @@ def _add_metadata(path: Path, model: Segmenter) -> None:
     proto = onnx.load(str(path))
     for key, value in {"goodsam_architecture": getattr(model, "name", "segmenter"),
                        "goodsam_num_classes": str(model.num_classes),
+                       "goodsam_min_input_side": str(getattr(model, "min_input_side", 1)),
                        "goodsam_input": "float32 RGB 0..255, (B, 3, H, W)"}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -118,3 +119,22 @@ def check_parity(model: Segmenter, onnx_path: str | Path, image: np.ndarray, hei
     agreement = (onnx_logits.argmax(1) == reference.argmax(1)).float().mean()
     return ParityReport(tuple(reference.shape), float(diff.max()), float(reference.abs().max()),
                         float(agreement))
+
+
+def export_checked(model: Segmenter, path: str | Path, image: np.ndarray | None,
+                   height: int = DEFAULT_SIZE[0], width: int = DEFAULT_SIZE[1], opset: int = 17,
+                   dynamic_height: bool = False, threads: int | None = None
+                   ) -> tuple[Path, list[tuple[str, ParityReport]]]:
+    """``goodsam export``: :func:`export_onnx`, then (with ``image``) :func:`check_parity` at the export
+    size and at half the width; returns the file and ``(size, report)`` per check, and raises
+    :class:`ExportError` naming every size where ONNX Runtime does not match PyTorch."""
+    written = export_onnx(model, path, height, width, opset, dynamic_height)
+    reports = []
+    if image is not None:
+        for check_width in (width, max(64, width // 2)):
+            size = f"{height}x{check_width}"
+            reports.append((size, check_parity(model, written, image, height, check_width, threads=threads)))
+    failures = [f"{size}: {report.summary()}" for size, report in reports if not report.passed]
+    if failures:
+        raise ExportError(f"ONNX output does not match PyTorch ({'; '.join(failures)})")
+    return written, reports

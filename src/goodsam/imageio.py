@@ -8,9 +8,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from goodsam.errors import ImageError
+from goodsam.errors import ConfigError, ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# The smallest image side accepted for segmentation: the models' output stride (32), below which their
+# deepest feature map has no pixel, and SAM's masks are no longer meaningful.
+MIN_IMAGE_SIDE = 32
 
 _CHANNELS_BY_MODE = {"L": 1, "1": 1, "LA": 2, "RGBA": 4, "CMYK": 4, "RGBa": 4, "La": 2}
 
@@ -82,3 +86,46 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not images:
         raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {folder}")
     return images
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` of an image file from its header, with a one-line error for a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read image {path}: corrupt or not an image ({exc})") from None
+
+
+def check_image_size(path: str | os.PathLike, height: int, width: int, minimum: int = MIN_IMAGE_SIDE,
+                     needed_by: str = "SAM") -> None:
+    """Refuse an image smaller than ``minimum`` pixels on a side (``needed_by``: who needs it, for the
+    message)."""
+    if min(height, width) < minimum:
+        raise ImageError(f"{path}: image is {width}x{height} pixels; {needed_by} needs at least {minimum} "
+                         "pixels on each side")
+
+
+def target_size(height: int, width: int, new_height: int | None, new_width: int | None) -> tuple[int, int]:
+    """The size rule: both given -> exactly that; one given -> keep the aspect ratio; none -> unchanged."""
+    for name, value in (("height", new_height), ("width", new_width)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be positive, got {value}")
+    if new_height and new_width:
+        return new_height, new_width
+    if new_height:
+        return new_height, max(1, round(width * new_height / height))
+    if new_width:
+        return max(1, round(height * new_width / width)), new_width
+    return height, width
+
+
+def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize (PIL) of an ``(H, W, 3)`` uint8 image; the same array when already that size.
+    The one resize of images for SAM and the models, so cached masks line up with what models see."""
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))

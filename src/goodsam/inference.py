@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from goodsam.errors import AssetError, ConfigError
+from goodsam.imageio import MIN_IMAGE_SIDE, check_image_size
 from goodsam.panorama.windows import crop_windows, sliding_windows, stitch_windows
 from goodsam.segmenters.base import Segmenter, SegmenterOutput
 from goodsam.segmenters.scale import forward_at_scale, resolve_scale
@@ -105,6 +106,8 @@ class OnnxSegmenter:
         height = inputs[0].shape[2]
         self.fixed_height: int | None = height if isinstance(height, int) else None
         self.device = torch.device("cuda" if providers[0].startswith("CUDA") else "cpu")
+        # older exports did not record it: the minimum of the ESPNetv2 / SegFormer networks goodsam exports
+        self.min_input_side = int(meta.get("goodsam_min_input_side", MIN_IMAGE_SIDE))
 
     def eval(self) -> OnnxSegmenter:
         return self
@@ -271,3 +274,9 @@ def predict_labels(model: SegmentationModel, image: np.ndarray, window: int | No
 
 
 ProgressCallback = Callable[[int, int, str], None]
+
+
+def check_input_size(model: SegmentationModel, path: str | Path, image: np.ndarray) -> None:
+    """Refuse an image below the model's smallest meaningful input (``min_input_side``)."""
+    check_image_size(path, *image.shape[:2], getattr(model, "min_input_side", 1),
+                     getattr(model, "name", "the model"))

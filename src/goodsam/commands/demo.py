@@ -86,7 +86,7 @@ def _masks_worker(rank: int, world: int, config: dict, data: str, masks: str, pr
     import torch
 
     from goodsam.train.config import config_from_dict
-    from goodsam.train.data import ensure_masks
+    from goodsam.train.pipeline import ensure_masks
 
     torch.set_num_threads(1)
     ensure_masks(config_from_dict(config), data, masks, device="cpu", rank=rank, world_size=world,
@@ -137,8 +137,8 @@ def run_demo(out: Path, steps: int | None = None, config: str = "nano-s0.5", ove
     """
     from goodsam.assets import find_asset
     from goodsam.train.config import load_config
-    from goodsam.train.data import ensure_masks
     from goodsam.train.monitor import read_metrics
+    from goodsam.train.pipeline import ensure_masks
     from goodsam.train.trainer import resolve_device, train
 
     out = Path(out)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from goodsam.errors import ConfigError
+from goodsam.errors import BatchError, ConfigError
 
 
 def _progress(total_label: str):
@@ -64,9 +64,11 @@ def eval_command(
     out: Path | None = typer.Option(None, "--out", help="Output folder (default outputs/eval/<model>)."),
     name: str | None = typer.Option(None, help="Method name in the table (default: the model)."),
     save_predictions: bool = typer.Option(False, help="Also write predicted trainIds to OUT/predictions."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first image that fails (default: score "
+                                                        "all others, then list the failed ones)."),
 ) -> None:
     """Evaluate MODEL on a labelled set: markdown table, results.json and confusion.png in --out."""
-    from goodsam.evaluation import evaluate, get_class_map, open_labelled_set, write_report
+    from goodsam.evaluation import evaluate, get_class_map, open_labelled_set
     from goodsam.evaluation.evaluate import check_labels
     from goodsam.inference import load_model, set_threads
     from goodsam.segmenters.scale import parse_scale
@@ -77,7 +79,9 @@ def eval_command(
         raise ConfigError("--stride needs --window")
     mapping = get_class_map(class_map)
     labelled = open_labelled_set(dataset, layout, split, images, labels, label_pattern, include, limit)
-    check_labels(labelled, mapping)
+    failures = check_labels(labelled, mapping, strict=strict)  # before the model loads
+    if len(failures) == len(labelled):
+        raise BatchError("images", len(labelled), failures)
     set_threads(threads)
     loaded = load_model(model, device=device, weights=weights, onnx_threads=threads)
     out = out or Path("outputs") / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name or model)
@@ -90,10 +94,21 @@ def eval_command(
     }
     typer.echo(f"evaluating {model} on {len(labelled)} images of {labelled.source} ({labelled.layout}), "
                f"class map {mapping.name}", err=True)
-    result = evaluate(loaded, labelled, mapping, window=window, stride=stride, wrap=wrap, size=size,
-                      scale=input_scale, config=config, progress=_progress("eval"), check=False,
-                      save_predictions=out / "predictions" if save_predictions else None)
-    paths = write_report(result, out, name or model)
+    try:
+        result = evaluate(loaded, labelled, mapping, window=window, stride=stride, wrap=wrap, size=size,
+                          scale=input_scale, config=config, progress=_progress("eval"), check=bool(failures),
+                          strict=strict, save_predictions=out / "predictions" if save_predictions else None)
+    except BatchError as exc:
+        if exc.result.n_images:  # the scores of the images that were done, with the failed ones listed
+            _report(exc.result, out, name or model)
+        raise
+    _report(result, out, name or model)
+
+
+def _report(result, out: Path, name: str) -> None:
+    from goodsam.evaluation import write_report
+
+    paths = write_report(result, out, name)
     typer.echo(paths["markdown"].read_text().rstrip())
     typer.echo(f"wrote {paths['markdown']}, {paths['json']}, {paths['confusion']}", err=True)
 

@@ -23,27 +23,22 @@ def export_command(
 ) -> None:
     """Export MODEL to ONNX with dynamic batch and width; verify logits and argmax against PyTorch."""
     from goodsam.assets import find_asset
-    from goodsam.export import ExportError, check_parity, export_onnx
+    from goodsam.export import ExportError, export_checked
     from goodsam.imageio import load_rgb
     from goodsam.inference import load_model, set_threads
 
     set_threads(threads)
     picture = load_rgb(find_asset(PARITY_IMAGE, explicit=image)) if check else None
     loaded = load_model(model, weights=weights)
-    path = export_onnx(loaded, out, height, width, opset, dynamic_height)
+    try:
+        path, reports = export_checked(loaded, out, picture, height, width, opset, dynamic_height, threads)
+    except ExportError:
+        typer.echo(f"wrote {out}; parity check FAILED")
+        raise
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; inputs: float32 RGB 0..255, "
                f"dynamic batch{', height' if dynamic_height else ''} and width)")
-    if picture is None:
-        return
-    failures = []
-    for check_width in (width, max(64, width // 2)):
-        report = check_parity(loaded, path, picture, height, check_width, threads=threads)
-        typer.echo(f"parity at {height}x{check_width}: {report.summary()} -> "
-                   f"{'ok' if report.passed else 'FAILED'}")
-        if not report.passed:
-            failures.append(f"{height}x{check_width}: {report.summary()}")
-    if failures:
-        raise ExportError(f"ONNX output does not match PyTorch ({'; '.join(failures)})")
+    for size, report in reports:
+        typer.echo(f"parity at {size}: {report.summary()} -> ok")
 
 
 def register(app: typer.Typer) -> None:

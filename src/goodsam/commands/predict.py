@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from goodsam.errors import ConfigError
+from goodsam.errors import BatchError, ConfigError
 
 
 def predict_command(
@@ -27,6 +27,8 @@ def predict_command(
     overlays: bool = typer.Option(True, help="Write colour overlays with a legend."),
     gallery: bool = typer.Option(True, help="Write OUT/index.html (implies overlays)."),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Overlay opacity."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first image that fails (default: do "
+                                                        "all others, then list the failed ones)."),
 ) -> None:
     """Segment images: OUT/labels/*.png (trainIds), OUT/overlays/*.png, OUT/index.html."""
     from goodsam.commands.eval import _progress
@@ -40,14 +42,23 @@ def predict_command(
     paths = collect_inputs(inputs)  # bad inputs fail before the model loads
     set_threads(threads)
     loaded = load_model(model, device=device, weights=weights, onnx_threads=threads)
-    results = predict_images(loaded, paths, out, window=window, stride=stride, wrap=wrap, height=height,
-                             width=width, scale=input_scale, overlays=overlays, gallery=gallery, alpha=alpha,
-                             title=f"goodsam predictions: {model}", progress=_progress("predict"))
+    try:
+        results = predict_images(loaded, paths, out, window=window, stride=stride, wrap=wrap, height=height,
+                                 width=width, scale=input_scale, overlays=overlays, gallery=gallery,
+                                 alpha=alpha, title=f"goodsam predictions: {model}",
+                                 progress=_progress("predict"), strict=strict)
+    except BatchError as exc:
+        _echo_results(exc.result, out if gallery and exc.result else None)
+        raise
+    _echo_results(results, out if gallery else None)
+
+
+def _echo_results(results: list, gallery: Path | None) -> None:
     for result in results:
         typer.echo(f"{result.source} -> {result.labels} ({', '.join(result.classes[:6])}"
                    f"{', …' if len(result.classes) > 6 else ''})")
-    if gallery:
-        typer.echo(f"gallery: {out / 'index.html'}")
+    if gallery is not None:
+        typer.echo(f"gallery: {gallery / 'index.html'}")
 
 
 def register(app: typer.Typer) -> None:

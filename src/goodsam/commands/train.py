@@ -6,41 +6,6 @@ from pathlib import Path
 
 import typer
 
-from goodsam.errors import ConfigError
-
-
-def run_train(config: str, data: Path, masks: Path, out: Path, *, steps: int | None = None,
-              resume: bool = False, force_resume: bool = False, overrides: list[str] | tuple[str, ...] = (),
-              device: str = "auto", progress: bool = True, tensorboard: bool = True,
-              val_images: Path | None = None, val_labels: Path | None = None,
-              val_label_pattern: str = "{stem}.png", class_map: str = "cityscapes19", val_every: int = 50):
-    """Library form of the command: masks first (missing ones only), then training; returns the result.
-
-    ``val_images``/``val_labels``: a labelled set scored every ``val_every`` steps (student and TA)."""
-    from goodsam.train.config import load_config
-    from goodsam.train.data import ensure_masks
-    from goodsam.train.distributed import barrier, init_distributed
-    from goodsam.train.trainer import resolve_device, train
-    from goodsam.train.validation import Validation
-
-    if (val_images is None) != (val_labels is None):
-        raise ConfigError("give both --val-images and --val-labels, or neither")
-    validation = None
-    if val_images is not None:
-        validation = Validation.from_folders(val_images, val_labels, val_label_pattern, class_map, val_every)
-    info = init_distributed()
-    cfg = load_config(config, list(overrides))
-    if steps is not None:
-        if steps < 0:
-            raise ConfigError(f"--steps must be >= 0, got {steps}")
-        cfg.train.steps = steps
-    torch_device = resolve_device(device, info)
-    ensure_masks(cfg, data, masks, device=str(torch_device), rank=info.rank, world_size=info.world_size,
-                 progress=progress and info.is_main)
-    barrier()
-    return train(cfg, data, masks, out, device=str(torch_device), resume=resume, force_resume=force_resume,
-                 progress=progress, tensorboard=tensorboard, validation=validation)
-
 
 def train_command(
     config: str = typer.Option(..., "--config", help="Bundled setup (nano-s0.5, nano-s1.0, goodsam-t|s|m) "
@@ -68,13 +33,14 @@ def train_command(
 
     Multi-GPU / multi-node: launch with `torchrun --nproc_per_node=G -m goodsam.cli train …`.
     """
-    from goodsam.train.distributed import current, shutdown
+    from goodsam.train.distributed import current, shutdown  # deferred: torch
+    from goodsam.train.pipeline import run_training
 
     try:
-        result = run_train(config, data, masks, out, steps=steps, resume=resume or force_resume,
-                           force_resume=force_resume, overrides=overrides, device=device, progress=progress,
-                           val_images=val_images, val_labels=val_labels, val_label_pattern=val_label_pattern,
-                           class_map=class_map, val_every=val_every)
+        result = run_training(config, data, masks, out, steps=steps, resume=resume or force_resume,
+                              force_resume=force_resume, overrides=overrides, device=device,
+                              progress=progress, val_images=val_images, val_labels=val_labels,
+                              val_label_pattern=val_label_pattern, class_map=class_map, val_every=val_every)
         if current().is_main:
             last = result.history[-1] if result.history else None
             line = f"trained to step {result.step} in {result.seconds:.0f} s"

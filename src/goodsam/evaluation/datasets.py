@@ -226,3 +226,67 @@ def open_labelled_set(root: str | Path | None = None, layout: str = "auto", spli
         raise ImageError(f"no labelled images found in {source}"
                          + (f" matching '{include}'" if include else ""))
     return LabelledSet(layout, source, tuple(samples))
+
+
+# ------------------------------------------------ labelled pinhole frames (for `goodsam data pinhole-to-erp`)
+def _missing_labels_error(missing: list[tuple[str, Path]]) -> ImageError:
+    stem, expected = missing[0]
+    return ImageError(f"{len(missing)} image(s) have no label, e.g. {stem} (expected {expected})")
+
+
+def find_plain_frames(src: Path) -> list[Sample]:
+    """``src/images/<stem>.<ext>`` with ``src/labels/<stem>_trainIds.png``."""
+    image_dir, label_dir = src / "images", src / "labels"
+    if not image_dir.is_dir():
+        raise ImageError(
+            f"{src}: no images/ folder (plain layout: images/<stem>.jpg + labels/<stem>_trainIds.png)"
+        )
+    images = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {image_dir}")
+    frames, missing = [], []
+    for path in images:
+        label = label_dir / f"{path.stem}_trainIds.png"
+        if label.is_file():
+            frames.append(Sample(path.stem, path, label))
+        else:
+            missing.append((path.stem, label))
+    if missing:
+        raise _missing_labels_error(missing)
+    return sorted(frames, key=lambda f: f.name)
+
+
+def find_cityscapes_frames(src: Path, split: str) -> list[Sample]:
+    """``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` with ``gtFine/...labelTrainIds.png``
+    (or ``labelIds.png``, mapped to trainIds)."""
+    image_root = src / "leftImg8bit" / split
+    if not image_root.is_dir():
+        raise ImageError(
+            f"{src}: no leftImg8bit/{split}/ folder (cityscapes layout; choose the split with --split)"
+        )
+    suffix = CITYSCAPES_SUFFIX
+    frames, missing = [], []
+    for path in sorted(image_root.glob(f"*/*{suffix}.png")):
+        sample, expected = cityscapes_sample(path, src / "gtFine" / split / path.parent.name)
+        if sample is not None:
+            frames.append(sample)
+        else:
+            missing.append((path.stem[: -len(suffix)], expected[0]))
+    if not frames and not missing:
+        raise ImageError(f"no *{suffix}.png images found under {image_root}/<city>/")
+    if missing:
+        raise _missing_labels_error(missing)
+    return sorted(frames, key=lambda f: f.name)
+
+
+def find_frames(src: Path, layout: str, split: str | None) -> tuple[str, list[Sample]]:
+    """Resolve ``layout`` (auto: cityscapes if ``leftImg8bit/`` exists) and list the frames by stem."""
+    if not src.is_dir():
+        raise ImageError(f"no such folder: {src}")
+    if layout == "auto":
+        layout = "cityscapes" if (src / "leftImg8bit").is_dir() else "plain"
+    if layout == "plain":
+        return layout, find_plain_frames(src)
+    if layout == "cityscapes":
+        return layout, find_cityscapes_frames(src, split or "train")
+    raise ConfigError(f"unknown layout '{layout}' (use plain, cityscapes or auto)")

@@ -6,14 +6,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from goodsam.classes import LABELID_TO_TRAINID_LUT
+from goodsam.errors import BatchError, GoodSAMError
 from goodsam.evaluation.class_maps import ClassMap, LabelError
-from goodsam.evaluation.datasets import LabelledSet
+from goodsam.evaluation.datasets import LabelledSet, Sample
 from goodsam.evaluation.metrics import ConfusionMatrix, Scores
-from goodsam.imageio import load_label, save_png
-from goodsam.inference import ProgressCallback, SegmentationModel, predict_labels, resize_label
+from goodsam.imageio import image_size, load_label, save_png
+from goodsam.inference import (
+    ProgressCallback,
+    SegmentationModel,
+    check_input_size,
+    predict_labels,
+    resize_label,
+)
 
 
 @dataclass
@@ -57,45 +63,84 @@ def _percent(value: float) -> float | None:
     return None if np.isnan(value) else 100.0 * float(value)
 
 
-def check_labels(dataset: LabelledSet, class_map: ClassMap) -> None:
-    """Fail fast, before any inference: every label fits its image's size and the class map."""
+def check_labels(dataset: LabelledSet, class_map: ClassMap, strict: bool = True) -> list[tuple[Path, str]]:
+    """Fail fast, before any inference: every label fits its image's size and the class map.
+
+    ``strict=False``: return ``(image, reason)`` of the samples that do not, instead of raising."""
+    failures = []
     for sample in dataset.samples:
-        with Image.open(sample.image) as image:
-            image_size = image.size
-        label = load_label(sample.label)
-        if (label.shape[1], label.shape[0]) != image_size:
-            raise LabelError(f"label {sample.label} is {label.shape[1]}x{label.shape[0]} but image "
-                             f"{sample.image} is {image_size[0]}x{image_size[1]} (width x height)")
-        if sample.label_ids:
-            label = LABELID_TO_TRAINID_LUT[label]
-        class_map.map_label(label, sample.label)
+        try:
+            _check_label(sample, class_map)
+        except GoodSAMError as exc:
+            if strict:
+                raise
+            failures.append((sample.image, str(exc)))
+    return failures
+
+
+def _check_label(sample: Sample, class_map: ClassMap) -> None:
+    height, width = image_size(sample.image)
+    label = load_label(sample.label)
+    if label.shape != (height, width):
+        raise LabelError(f"label {sample.label} is {label.shape[1]}x{label.shape[0]} but image "
+                         f"{sample.image} is {width}x{height} (width x height)")
+    if sample.label_ids:
+        label = LABELID_TO_TRAINID_LUT[label]
+    class_map.map_label(label, sample.label)
 
 
 def evaluate(model: SegmentationModel, dataset: LabelledSet, class_map: ClassMap, *,
              window: int | None = None, stride: int | None = None, wrap: bool = False,
              size: tuple[int, int] | None = None, scale: float | str = 1.0, config: dict | None = None,
              progress: ProgressCallback | None = None, save_predictions: Path | None = None,
-             check: bool = True) -> EvalResult:
+             check: bool = True, strict: bool = False) -> EvalResult:
     """Run ``model`` over ``dataset`` and score it with ``class_map``.
 
     ``size`` (height, width) resizes every image (bilinear) and label (nearest) before inference and
     scoring; ``scale`` is the model's input scale (:func:`goodsam.inference.predict_logits`).
     ``save_predictions`` writes each predicted trainId map as a PNG into that folder. Labels are
-    checked first (``check``) so that a bad label fails before any inference.
+    checked first (``check``) so that a bad label fails before any inference. A sample that cannot be
+    used is left out and every other one scored; the left-out ones are then raised together as
+    :class:`BatchError` whose ``result`` is the :class:`EvalResult` of the others (its config lists
+    them under ``failed``); ``strict`` raises the first.
     """
-    if check:
-        check_labels(dataset, class_map)
+    failures = check_labels(dataset, class_map, strict=strict) if check else []
+    skip = {path for path, _ in failures}
     confusion = ConfusionMatrix(class_map.num_classes)
+    done = 0
     for index, sample in enumerate(dataset.samples):
-        image, label = dataset.load(sample)
-        if size is not None:
-            label = resize_label(label, *size)
-        prediction = predict_labels(model, image, window, stride, wrap, size=size, scale=scale)
-        if save_predictions is not None:
-            stem = Path(sample.name).with_suffix("").as_posix().replace("/", "_")
-            save_png(save_predictions / f"{stem}.png", prediction)
-        confusion.update(class_map.map_label(label, sample.label), class_map.map_prediction(prediction))
+        if sample.image not in skip:
+            try:
+                prediction, label = _predict_sample(model, dataset, sample, window, stride, wrap, size, scale)
+            except GoodSAMError as exc:
+                if strict:
+                    raise
+                failures.append((sample.image, str(exc)))
+            else:
+                if save_predictions is not None:
+                    stem = Path(sample.name).with_suffix("").as_posix().replace("/", "_")
+                    save_png(save_predictions / f"{stem}.png", prediction)
+                confusion.update(class_map.map_label(label, sample.label),
+                                 class_map.map_prediction(prediction))
+                done += 1
         if progress is not None:
             progress(index + 1, len(dataset), sample.name)
     confusion.reduce_from_all_processes()
-    return EvalResult(confusion.compute(), confusion, class_map, len(dataset), dict(config or {}))
+    config = dict(config or {})
+    if failures:
+        config["failed"] = [{"image": str(path), "reason": reason} for path, reason in failures]
+    result = EvalResult(confusion.compute(), confusion, class_map, done, config)
+    if failures:
+        raise BatchError("images", len(dataset), failures, result)
+    return result
+
+
+def _predict_sample(model: SegmentationModel, dataset: LabelledSet, sample: Sample, window: int | None,
+                    stride: int | None, wrap: bool, size: tuple[int, int] | None, scale: float | str
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, label) of one sample, both at ``size`` when given."""
+    image, label = dataset.load(sample)
+    check_input_size(model, sample.image, image)
+    if size is not None:
+        label = resize_label(label, *size)
+    return predict_labels(model, image, window, stride, wrap, size=size, scale=scale), label

@@ -22,16 +22,29 @@ from pathlib import Path
 
 import numpy as np
 
-from goodsam.errors import GoodSAMError
+from goodsam.errors import ConfigError
 from goodsam.panorama.windows import WindowLayout, layout_from_dict
 from goodsam.sam.base import AMGSettings, MaskSet
 
 FORMAT = "goodsam-panorama-masks"
 VERSION = 1
+# SAM settings that do not change the masks (batching only): recorded, never compared.
+MASK_NEUTRAL_SETTINGS = ("points_per_batch",)
 
 
-class MaskCacheError(GoodSAMError):
-    """A mask cache file is unreadable or was made with other settings than requested."""
+class MaskCacheError(ConfigError):
+    """A mask cache file is unreadable or was made with other settings than requested.
+
+    The message is ``problem; remedy``: the remedy names a way out of the command that reads the cache
+    (``goodsam masks`` by default; :meth:`with_remedy` gives the same problem with another command's)."""
+
+    def __init__(self, problem: str, remedy: str | None = None):
+        self.problem, self.remedy = problem, remedy
+        super().__init__(f"{problem}; {remedy}" if remedy else problem)
+
+    def with_remedy(self, remedy: str) -> MaskCacheError:
+        """The same problem with the way out of another command."""
+        return MaskCacheError(self.problem, remedy)
 
 
 @dataclass
@@ -75,25 +88,40 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+@dataclass(frozen=True)
+class CacheUser:
+    """Who checks a cache, for its messages: what the wanted values are called, and its way out."""
+
+    wanted_by: str
+    remedy: str
+
+
+MASKS_COMMAND = CacheUser("requested", "use another --out folder or pass --overwrite to recompute them")
+
+
 def mismatches(meta: dict, identity: dict, wanted_by: str = "requested") -> list[str]:
     """Human-readable differences ``key=cached (<wanted_by> wanted)`` between a cache's meta and
-    ``identity``."""
+    ``identity``; mask-neutral settings and values the checker does not know (None) are left out."""
     cached = _flatten(meta)
+    neutral = {f"sam.settings.{name}" for name in MASK_NEUTRAL_SETTINGS}
     out = []
     for key, wanted in _flatten(identity).items():
+        if key in neutral or (key == "sam.weights_sha256" and wanted is None):
+            continue
         have = cached.get(key, "<missing>")
         if have != wanted:
             out.append(f"{key}={have} ({wanted_by} {wanted})")
     return out
 
 
-def check_compatible(path: Path, meta: dict, identity: dict) -> None:
-    """Raise :class:`MaskCacheError` naming the differing settings if the cache does not match."""
-    diffs = mismatches(meta, identity)
+def check_compatible(path: Path, meta: dict, identity: dict, user: CacheUser = MASKS_COMMAND) -> None:
+    """Raise :class:`MaskCacheError` naming the differing settings if the cache does not match: the one
+    definition of a reusable cache file, for ``goodsam masks`` and ``goodsam train`` alike. A weights
+    checksum of None (the weight file is not on this machine) is not compared."""
+    diffs = mismatches(meta, identity, user.wanted_by)
     if diffs:
         shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
-        raise MaskCacheError(f"cached masks {path} were made with other settings: {shown}; "
-                             "use another --out folder or pass --overwrite to recompute them")
+        raise MaskCacheError(f"cached masks {path} were made with other settings: {shown}", user.remedy)
 
 
 def _pack(prefix: str, masks: MaskSet, arrays: dict) -> None:
@@ -147,8 +175,8 @@ def _open(path: Path):
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise MaskCacheError(f"{path} is not a readable mask cache ({exc}); delete it or pass --overwrite") \
-            from None
+        raise MaskCacheError(f"{path} is not a readable mask cache ({exc})",
+                             "delete it or pass --overwrite") from None
 
 
 def read_meta(path: str | os.PathLike) -> dict:
@@ -158,12 +186,13 @@ def read_meta(path: str | os.PathLike) -> dict:
         try:
             meta = json.loads(str(data["meta"]))
         except (KeyError, ValueError, zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise MaskCacheError(f"{path} has no readable metadata ({exc}); delete it or pass --overwrite") \
-                from None
+            raise MaskCacheError(f"{path} has no readable metadata ({exc})",
+                                 "delete it or pass --overwrite") from None
     if meta.get("format") != FORMAT:
-        raise MaskCacheError(f"{path} is not a goodsam mask cache (format {meta.get('format')!r})")
+        raise MaskCacheError(f"{path} is not a goodsam mask cache (format {meta.get('format')!r})",
+                             "delete it or pass --overwrite")
     if meta.get("version") != VERSION:
-        raise MaskCacheError(f"{path} has cache version {meta.get('version')}, this goodsam reads {VERSION}; "
+        raise MaskCacheError(f"{path} has cache version {meta.get('version')}, this goodsam reads {VERSION}",
                              "pass --overwrite to recompute it")
     return meta
 
@@ -172,7 +201,7 @@ def load_panorama_masks(path: str | os.PathLike, identity: dict | None = None) -
     """Read a cache file; with ``identity`` (from :func:`cache_identity`) refuse a mismatching one."""
     path = Path(path)
     if not path.is_file():
-        raise MaskCacheError(f"no cached masks at {path}; run `goodsam masks` first")
+        raise MaskCacheError(f"no cached masks at {path}", "run `goodsam masks` first")
     meta = read_meta(path)
     if identity is not None:
         check_compatible(path, meta, identity)
@@ -182,9 +211,9 @@ def load_panorama_masks(path: str | os.PathLike, identity: dict | None = None) -
             windows = [_unpack(f"w{k}", data) for k in range(meta["counts"]["windows"])]
             overlaps = [_unpack(f"o{k}", data) for k in range(meta["counts"]["overlaps"])]
         except (KeyError, ValueError, zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise MaskCacheError(f"{path} is damaged ({exc}); delete it or pass --overwrite") from None
+            raise MaskCacheError(f"{path} is damaged ({exc})", "delete it or pass --overwrite") from None
     if len(windows) != layout.num_windows or len(overlaps) != layout.num_overlaps:
-        raise MaskCacheError(f"{path}: mask counts do not match its window layout; pass --overwrite")
+        raise MaskCacheError(f"{path}: mask counts do not match its window layout", "pass --overwrite")
     return PanoramaMasks(layout, windows, overlaps, meta)
 
 

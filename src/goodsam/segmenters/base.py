@@ -36,6 +36,9 @@ class Segmenter(nn.Module):
 
     name: str = "segmenter"
     num_classes: int = 19
+    # The smallest image side the network segments meaningfully (real architectures: their output
+    # stride, :data:`goodsam.imageio.MIN_IMAGE_SIDE`); 1 for hand-made stand-ins.
+    min_input_side: int = 1
 
     def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
         super().__init__()

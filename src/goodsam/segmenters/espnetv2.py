@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from goodsam.imageio import MIN_IMAGE_SIDE
 from goodsam.segmenters.base import Segmenter, SegmenterOutput
 
 SCALES = ("0.5", "1.0", "1.5", "2.0")
@@ -332,6 +333,7 @@ class ESPNetv2(Segmenter):
     """
 
     num_classes = 19
+    min_input_side = MIN_IMAGE_SIDE
 
     def __init__(self, scale: float | str = "2.0", num_outputs: int = NUM_OUTPUTS):
         super().__init__()

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from goodsam.errors import AssetError, ConfigError
+from goodsam.imageio import MIN_IMAGE_SIDE
 from goodsam.segmenters.base import Segmenter, SegmenterOutput
 
 NUM_CLASSES = 19
@@ -95,6 +96,7 @@ class SegFormer(Segmenter):
     """
 
     num_classes = NUM_CLASSES
+    min_input_side = MIN_IMAGE_SIDE
 
     def __init__(self, variant: str | None = "segformer-b0", weights: str | os.PathLike | None = None):
         """Random ``variant`` if ``weights`` is None; else load ``weights`` (then ``variant`` may be None,

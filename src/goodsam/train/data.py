@@ -24,10 +24,7 @@ from goodsam.errors import ConfigError
 from goodsam.imageio import list_images, load_rgb
 from goodsam.panorama.windows import WindowLayout
 from goodsam.sam.base import MaskSet
-from goodsam.sam.cache import cache_path, load_panorama_masks, mismatches, read_meta
-
-# SAM settings that do not change the masks (batching only): ignored when checking a cache.
-MASK_NEUTRAL_SETTINGS = ("points_per_batch",)
+from goodsam.sam.cache import MaskCacheError, cache_path, load_panorama_masks
 
 
 def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -108,7 +105,12 @@ class PanoramaDataset:
 
     def _load(self, index: int) -> Sample:
         path = self.paths[index]
-        cached = load_panorama_masks(cache_path(self.masks_dir, path))
+        try:
+            cached = load_panorama_masks(cache_path(self.masks_dir, path))
+        except MaskCacheError as exc:  # the way out of `goodsam train`, which has no --overwrite
+            raise exc.with_remedy("delete it (goodsam train computes missing masks) or recompute the "
+                                  "folder with `goodsam masks DATA --out MASKS --config CONFIG --overwrite`"
+                                  ) from None
         if cached.layout != self.layout:
             have, want = cached.layout.as_dict(), self.layout.as_dict()
             raise ConfigError(f"masks for {path.name} in {self.masks_dir} were computed for windows {have}, "
@@ -125,41 +127,3 @@ class PanoramaDataset:
         while len(self._cache) > self.keep:
             self._cache.popitem(last=False)
         return sample
-
-
-def check_mask_settings(paths: list[Path], model: str, settings) -> None:
-    """Refuse cached masks made with another SAM model or mask-changing settings than the config's
-    (training on them would silently ignore ``sam.*``); the first mismatching file is named."""
-    wanted = {"model": model, "settings": {k: v for k, v in settings.as_dict().items()
-                                           if k not in MASK_NEUTRAL_SETTINGS}}
-    for path in paths:
-        diffs = mismatches(read_meta(path).get("sam", {}), wanted, wanted_by="config")
-        if diffs:
-            raise ConfigError(f"cached masks {path} were made with other SAM settings than the config's: "
-                              f"{'; '.join(diffs[:3])}; "
-                              "recompute them (`goodsam masks --overwrite`) or set sam.* to match")
-
-
-def ensure_masks(config, data_dir: str | Path, masks_dir: str | Path, device: str = "cpu", rank: int = 0,
-                 world_size: int = 1, progress: bool = True) -> int:
-    """Fill the mask cache for images that have none (the ``goodsam masks`` stage, SAM from ``config.sam``).
-
-    Each process of a distributed job computes its shard ``rank/world_size``; the caller waits for all.
-    Returns how many images were computed here. Masks already cached must have been made with
-    ``config.sam``'s model and settings (:func:`check_mask_settings`, no SAM needed); their window layout
-    is checked when they are loaded.
-    """
-    from goodsam.commands.masks import run_masks
-
-    settings = config.sam.amg_settings()
-    caches = {image: cache_path(masks_dir, image) for image in list_images(data_dir)}
-    present = {image for image, path in caches.items() if path.is_file()}
-    check_mask_settings([caches[image] for image in sorted(present)], config.sam.model, settings)
-    if len(present) == len(caches):
-        return 0
-    summary = run_masks(data_dir, masks_dir, model=config.sam.model, weights=config.sam.weights,
-                        impl=config.sam.impl, settings=settings, window=config.windows.width,
-                        stride=config.windows.stride, wrap=config.windows.wrap, height=config.data.height,
-                        width=config.data.width, shard=f"{rank}/{world_size}", device=device,
-                        progress=progress)
-    return summary.done
