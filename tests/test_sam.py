@@ -279,3 +279,21 @@ def test_native_build_failure_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("GOODSAM_NATIVE", "0")
     monkeypatch.delenv("CC")
     assert native.kernels() is None
+
+
+def test_fast_path_structure_check_names_what_a_sam_release_lacks() -> None:
+    """The fast generator reads SAM internals by name: a package without them fails with one clear line."""
+    import copy
+    import types
+
+    from goodsam.sam.compat import check_fast_path_structure
+
+    sam = load_sam("mobile_sam")
+    check_fast_path_structure(sam.model, sam.package)  # the installed, tested release passes
+    changed = copy.deepcopy(sam.model)
+    del changed.mask_decoder.transformer.layers[0].cross_attn_token_to_image.q_proj
+    with pytest.raises(ConfigError, match=r"layers\[0\]\.cross_attn_token_to_image\.q_proj.*--impl ref"):
+        check_fast_path_structure(changed, sam.package)
+    bare = types.ModuleType("segment_anything_2")
+    with pytest.raises(ConfigError, match="segment_anything_2.SamPredictor"):
+        check_fast_path_structure(sam.model, bare)

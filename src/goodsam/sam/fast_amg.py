@@ -45,6 +45,7 @@ from torchvision.ops.boxes import batched_nms, box_area
 
 from goodsam.sam import native
 from goodsam.sam.base import AMGSettings, MaskGenerator, MaskSet, check_image
+from goodsam.sam.compat import check_fast_path_structure, check_predictor_structure
 from goodsam.sam.fast_decoder import FastMaskDecoder
 from goodsam.sam.models import LoadedSam
 
@@ -333,10 +334,12 @@ class FastMaskGenerator(MaskGenerator):
         self.weights_sha256 = sam.weights_sha256
         self.settings = settings.validate()
         model = sam.model
+        check_fast_path_structure(model, sam.package)
         on_gpu = sam.device.type == "cuda"
         self.decoder = FastMaskDecoder(model.mask_decoder, tile=1 << 16 if on_gpu else 4096,
                                        mask_tile=1 << 16 if on_gpu else 2048)
         self.predictor = sam.package.SamPredictor(model)
+        check_predictor_structure(self.predictor)
         amg_utils = import_module(f"{sam.package.__name__}.utils.amg")
         self.point_grids = amg_utils.build_all_layer_point_grids(settings.points_per_side,
                                                                   settings.crop_n_layers, 1)
