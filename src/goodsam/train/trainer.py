@@ -39,6 +39,7 @@ from goodsam.mka.losses import TA_TERMS, LossWeights, PanoramaTargets, panorama_
 from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows
 from goodsam.profiling import StageTimer, stage, timed_method
 from goodsam.segmenters.scale import forward_at_scale, resolve_scale
+from goodsam.segmenters.registry import build_segmenter
 from goodsam.train import augment
 from goodsam.train.checkpoint import (
     CheckpointError,
@@ -110,8 +111,6 @@ def set_train_mode(model: nn.Module, freeze_norm: bool, dropout: bool) -> None:
 
 def build_models(config: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
     """The TA and the student from the zoo (``goodsam.segmenters.build_segmenter``)."""
-    from goodsam.segmenters import build_segmenter
-
     ta = build_segmenter(config.ta.architecture, weights=config.ta.weights, pretrained=config.ta.pretrained,
                          device=str(device))
     student = build_segmenter(config.student.architecture, weights=config.student.weights,
