@@ -38,8 +38,8 @@ from goodsam.errors import ConfigError
 from goodsam.mka.losses import TA_TERMS, LossWeights, PanoramaTargets, panorama_losses, panorama_targets
 from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows
 from goodsam.profiling import StageTimer, stage, timed_method
-from goodsam.segmenters.scale import forward_at_scale, resolve_scale
 from goodsam.segmenters.registry import build_segmenter
+from goodsam.segmenters.scale import forward_at_scale, resolve_scale
 from goodsam.train import augment
 from goodsam.train.checkpoint import (
     CheckpointError,
