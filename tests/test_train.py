@@ -372,3 +372,49 @@ def test_demo_pipeline_small(assets_dir: Path, tmp_path: Path, monkeypatch: pyte
     again = run_demo(out, steps=2, overrides=tuple(SMALL), device="cpu", progress=False, panoramas=source,
                      workers=1)
     assert again["steps"] == 2
+
+
+def test_demo_workers_launch_through_torchrun(nano_data: tuple[Path, Path], tmp_path: Path) -> None:
+    """``goodsam demo --workers 2``: masks and training run under ``torch.distributed.run`` (2 gloo ranks)
+    and train as one process does; a worker's error ends the demo with one line."""
+    from goodsam.commands.demo import _launch, run_demo
+    from goodsam.errors import GoodSAMError
+
+    data, masks = nano_data
+    out = tmp_path / "demo"
+    shutil.copytree(data, out / "panoramas")  # already fitted; their stand-in masks: no SAM in the workers
+    shutil.copytree(masks, out / "masks")
+    overrides = (*SMALL, "data.batch_size=2")
+    summary = run_demo(out, steps=1, overrides=overrides, device="cpu", progress=False, panoramas=data,
+                       workers=2)
+    assert summary["workers"] == 2 and summary["steps"] == 1
+    assert (out / "run" / "loss_curve.png").is_file() and (out / "predictions" / "index.html").is_file()
+    cfg = load_config("nano-s0.5", [*overrides, "train.steps=1"])
+    single = Trainer(cfg, out / "panoramas", out / "masks", tmp_path / "single", device="cpu", progress=False,
+                     tensorboard=False)
+    result = single.fit()
+    single.close()
+    _assert_same_weights(out / "run" / "student", tmp_path / "single" / "student", atol=1e-6)
+    assert summary["first"]["total"] == pytest.approx(result.history[0]["total"], rel=1e-5)
+    with pytest.raises(GoodSAMError, match=r"^the masks stage failed in a worker process: no such file or "
+                                           r"folder: .*nothing.panoramas; rerun to resume$"):
+        _launch("masks", cfg.to_dict(), tmp_path / "nothing", 2, False, "the masks stage")
+
+
+def test_curves_are_drawn_by_matplotlib(tmp_path: Path) -> None:
+    """``loss_curve.png`` (800x420, non-finite losses left out) and the validation curve share one helper."""
+    from goodsam.train.monitor import plot_loss_curve
+    from goodsam.train.validation import plot_validation_curve
+
+    records = [{"step": s, "total": 3.0 - 0.1 * s, "student": 2.0, "ta": float("nan") if s == 2 else 1.0}
+               for s in range(1, 6)]
+    for name, rows in (("loss_curve.png", records), ("one.png", records[:1]), ("empty.png", [])):
+        path = plot_loss_curve(rows, tmp_path / name)
+        with Image.open(path) as image:
+            assert image.size == (800, 420) and image.format == "PNG"
+    path = plot_validation_curve([{"step": 0, "val/student_miou": 20.0}, {"step": 5, "val/ta_miou": 30.0}],
+                                 tmp_path / "validation_curve.png")
+    with Image.open(path) as image:
+        assert image.size == (770, 396)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png", "loss_curve.png", "one.png",
+                                                           "validation_curve.png"]  # no temporary files

@@ -17,8 +17,11 @@ Stages (each resumable; rerunning skips finished work):
 
 from __future__ import annotations
 
+import json
 import os
-import socket
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,54 +78,64 @@ def _predict(model_ref: str | Path, images: Path, out_dir: Path, title: str, dev
     predict_images(model, [images], out_dir, title=title)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _masks_worker(rank: int, world: int, config: dict, data: str, masks: str, progress: bool) -> None:
-    """One shard of the SAM masks stage, single-threaded (spawned by :func:`run_demo`)."""
-    import torch
-
-    from goodsam.train.config import config_from_dict
-    from goodsam.train.pipeline import ensure_masks
-
-    torch.set_num_threads(1)
-    ensure_masks(config_from_dict(config), data, masks, device="cpu", rank=rank, world_size=world,
-                 progress=progress and rank == 0)
-
-
-def _train_worker(rank: int, world: int, port: int, config: dict, data: str, masks: str, run: str,
-                  progress: bool) -> None:
-    """One rank of the gloo DDP training job (spawned by :func:`run_demo`), single-threaded."""
+def _worker(stage: str, config: dict, out: Path, progress: bool) -> None:
+    """One process of a ``torch.distributed.run`` job, single-threaded: its shard of the SAM masks
+    (``stage`` ``masks``) or one rank of the gloo DDP training (``train``) in the demo folder ``out``."""
     import torch
 
     from goodsam.train.config import config_from_dict
     from goodsam.train.distributed import init_distributed, shutdown
+    from goodsam.train.pipeline import ensure_masks
     from goodsam.train.trainer import train
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    cfg = config_from_dict(config)
+    data, masks = out / "panoramas", out / "masks"
+    if stage == "masks":
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        ensure_masks(cfg, data, masks, device="cpu", rank=rank, world_size=world,
+                     progress=progress and rank == 0)
+        return
     init_distributed("gloo")
     try:
-        train(config_from_dict(config), data, masks, run, device="cpu", resume=True, progress=progress)
+        train(cfg, data, masks, out / "run", device="cpu", resume=True, progress=progress)
     finally:
         shutdown()
 
 
-def _spawn(function, args: tuple, workers: int, what: str) -> None:
-    """Run ``function(rank, workers, *args)`` in ``workers`` processes; failures become one-line errors."""
-    import torch.multiprocessing as mp
+# Folder where a worker of :func:`_launch` leaves the message of its GoodSAMError (``rank<N>.txt``).
+ERRORS_ENV = "GOODSAM_WORKER_ERRORS"
 
+
+def _worker_main(argv: list[str]) -> int:
+    """Entry of ``python -m goodsam.commands.demo STAGE CONFIG_JSON OUT [--progress]`` (what
+    :func:`_launch` starts): a :class:`GoodSAMError` is printed as one line, left for the launcher and
+    exits with 1 (``torch.distributed.run`` then stops the other workers)."""
+    stage, config, out, *flags = argv
     try:
-        mp.spawn(function, args=(workers, *args), nprocs=workers, join=True)
-    except mp.ProcessRaisedException as exc:
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        raise GoodSAMError(f"{what} failed in a worker process: {lines[-1] if lines else exc}") from None
-    except mp.ProcessExitedException as exc:
-        raise GoodSAMError(f"{what}: a worker process died ({exc}); rerun to resume") from None
+        _worker(stage, json.loads(config), Path(out), "--progress" in flags)
+    except GoodSAMError as exc:
+        print(f"goodsam: error: {exc}", file=sys.stderr, flush=True)
+        if os.environ.get(ERRORS_ENV):
+            (Path(os.environ[ERRORS_ENV]) / f"rank{os.environ.get('RANK', '0')}.txt").write_text(str(exc))
+        return 1
+    return 0
+
+
+def _launch(stage: str, config: dict, out: Path, workers: int, progress: bool, what: str) -> None:
+    """Run ``stage`` in ``workers`` single-threaded processes started by ``torch.distributed.run``
+    (the launcher of ``goodsam train``); a failure becomes one :class:`GoodSAMError` line."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}",
+               "-m", "goodsam.commands.demo", stage, json.dumps(config), str(out)]
+    if progress:
+        command.append("--progress")
+    with tempfile.TemporaryDirectory(prefix="goodsam-workers-") as errors:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", ERRORS_ENV: errors}
+        code = subprocess.run(command, env=env, check=False).returncode
+        messages = [path.read_text() for path in sorted(Path(errors).glob("rank*.txt"))]
+    if code:
+        reason = messages[0] if messages else f"torch.distributed.run exit code {code}, see above"
+        raise GoodSAMError(f"{what} failed in a worker process: {reason}; rerun to resume")
 
 
 def run_demo(out: Path, steps: int | None = None, config: str = "nano-s0.5", overrides: tuple[str, ...] = (),
@@ -131,9 +144,9 @@ def run_demo(out: Path, steps: int | None = None, config: str = "nano-s0.5", ove
     """The whole demo; returns timings (seconds per stage) and the first/last logged losses.
 
     ``workers`` processes (default: one per CPU core, at most the batch size, ~6.5 GB of free memory
-    each) share the SAM masks and train as a gloo DDP job, each single-threaded — on a small CPU this
-    beats intra-op threads, and the result equals a one-process run (DDP averages the same global
-    batch). On a GPU: one process.
+    each; started by ``torch.distributed.run``, as for ``goodsam train``) share the SAM masks and train
+    as a gloo DDP job, each single-threaded — on a small CPU this beats intra-op threads, and the result
+    equals a one-process run (DDP averages the same global batch). On a GPU: one process.
     """
     from goodsam.assets import find_asset
     from goodsam.train.config import load_config
@@ -164,8 +177,7 @@ def run_demo(out: Path, steps: int | None = None, config: str = "nano-s0.5", ove
     typer.echo(f"[demo] SAM masks ({cfg.sam.model}, {cfg.sam.impl}, {workers} process(es)) "
                f"-> {out / 'masks'}")
     if workers > 1:
-        _spawn(_masks_worker, (cfg.to_dict(), str(out / "panoramas"), str(out / "masks"), progress), workers,
-               "the masks stage")
+        _launch("masks", cfg.to_dict(), out, workers, progress, "the masks stage")
     else:
         ensure_masks(cfg, out / "panoramas", out / "masks", device=torch_device, progress=progress)
     timings["masks"] = time.perf_counter() - mark
@@ -179,8 +191,7 @@ def run_demo(out: Path, steps: int | None = None, config: str = "nano-s0.5", ove
     typer.echo(f"[demo] training {cfg.name} for {cfg.train.steps} steps ({workers} process(es)) "
                f"-> {out / 'run'}")
     if workers > 1:
-        _spawn(_train_worker, (_free_port(), cfg.to_dict(), str(out / "panoramas"), str(out / "masks"),
-                               str(out / "run"), progress), workers, "training")
+        _launch("train", cfg.to_dict(), out, workers, progress, "training")
     else:
         train(cfg, out / "panoramas", out / "masks", out / "run", device=torch_device, resume=True,
               progress=progress)
@@ -223,3 +234,7 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
+
+
+if __name__ == "__main__":  # a worker process of _launch
+    sys.exit(_worker_main(sys.argv[1:]))

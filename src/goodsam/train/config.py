@@ -4,6 +4,10 @@ A config names a bundled setup (``nano-s0.5``, ``goodsam-t`` …) or a YAML path
 from another with ``base: NAME_OR_PATH`` (deep-merged, the file's own keys win). ``--set a.b=value``
 overrides are applied last; values are parsed as YAML (``--set optim.student.lr=1e-4``,
 ``--set loss.eq7_student_boundary=0``, ``--set ta.weights=null``). Unknown keys are errors.
+
+The sections are pydantic models whose scalar types (:data:`Int`, :data:`Float` …) check values the way
+the YAML files need (``1e-4`` is a number, ``true`` is not an integer) and report one line naming the
+key, the value and what is expected (:class:`ConfigError`).
 """
 
 from __future__ import annotations
@@ -11,15 +15,30 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, ClassVar
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PlainValidator,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
+from goodsam.dar.fusion import FUSIONS, IGNORE_INDEX, ctcf_fusion, sepl_fusion
 from goodsam.errors import ConfigError
 from goodsam.mka.losses import LossWeights
+from goodsam.sam.base import AMGSettings
 from goodsam.segmenters.scale import parse_scale, resolve_scale
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -33,67 +52,264 @@ ADDED_KEY_DEFAULTS = {"ta.scale": 1.0, "fusion.ta_confidence": None, "fusion.unc
                       "loss.boundary_form": "paper", "train.ta_ema": None}
 
 
-@dataclass
-class DataConfig:
+# ------------------------------------------------------------------------------------------ scalars
+def _expected(what: str) -> PydanticCustomError:
+    """The error of a value that is not ``what`` (e.g. ``must be an integer``)."""
+    return PydanticCustomError("config_value", "{expected}", {"expected": what})
+
+
+def _integer(value: Any) -> int:
+    """An int (booleans and strings are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _expected("must be an integer")
+    return value
+
+
+def _given_number(value: Any) -> int | float:
+    """A number, an int kept as given (YAML 1.1 reads ``1e-3``, without a dot, as a string)."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _expected("must be a number")
+    return value
+
+
+def _number(value: Any) -> float:
+    """A number as a float."""
+    return float(_given_number(value))
+
+
+def _boolean(value: Any) -> bool:
+    """``true`` or ``false`` (not 0/1)."""
+    if not isinstance(value, bool):
+        raise _expected("must be true or false")
+    return value
+
+
+def _rgb(value: Any) -> tuple[int, int, int]:
+    """Three integers in 0..255."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
+        raise _expected("must be an RGB triple like [0, 0, 0]")
+    return tuple(value)
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    """Two numbers (Adam's betas)."""
+    try:
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return tuple(_number(v) for v in value)
+    except PydanticCustomError:
+        pass
+    raise _expected("must be a pair of numbers")
+
+
+def _scale(value: Any) -> float | str:
+    """A positive number or ``auto`` (:func:`goodsam.segmenters.scale.parse_scale`)."""
+    try:
+        return parse_scale(value)
+    except ConfigError as exc:
+        raise PydanticCustomError("config_message", "{message}", {"message": str(exc)}) from None
+
+
+def _checked(check: Callable[[Any], Any], optional: bool = False) -> PlainValidator:
+    """A pydantic validator running ``check``; null is accepted only when ``optional``."""
+    def validate(value: Any) -> Any:
+        if value is None:
+            if optional:
+                return None
+            raise PydanticCustomError("config_null", "must not be null")
+        return check(value)
+
+    return PlainValidator(validate)
+
+
+Int = Annotated[int, _checked(_integer)]
+OptInt = Annotated[int | None, _checked(_integer, optional=True)]
+Float = Annotated[float, _checked(_number)]
+OptFloat = Annotated[float | None, _checked(_number, optional=True)]
+# A number kept as written (an int stays an int): the values of the sections that were untyped
+# mappings (sam.settings, fusion.options) entered the config hash unconverted.
+Number = Annotated[int | float, _checked(_given_number)]
+Bool = Annotated[bool, _checked(_boolean)]
+Str = Annotated[str, _checked(str)]  # any scalar, as text
+OptStr = Annotated[str | None, _checked(str, optional=True)]
+RGB = Annotated[tuple[int, int, int] | None, _checked(_rgb, optional=True)]
+Pair = Annotated[tuple[float, float], _checked(_pair)]
+Scale = Annotated[float | str, _checked(_scale)]
+
+
+# ----------------------------------------------------------------------------------------- sections
+class Section(BaseModel):
+    """A config section: a mapping of known keys (null: all defaults), each checked by its type."""
+
+    model_config = ConfigDict(extra="forbid")
+    null_is_empty: ClassVar[bool] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        """Refuse a non-mapping and unknown keys (all of the section's, with the known ones)."""
+        if isinstance(data, cls):
+            return data
+        if data is None and cls.null_is_empty:
+            return {}
+        if data is None:
+            raise PydanticCustomError("config_null", "must not be null")
+        if not isinstance(data, dict):
+            raise (PydanticCustomError("config_section", "must be a mapping") if cls.null_is_empty
+                   else _expected("must be a mapping"))
+        unknown = sorted(str(key) for key in set(data) - set(cls.model_fields))
+        if unknown:
+            raise PydanticCustomError("config_unknown", "unknown keys",
+                                      {"unknown": unknown, "known": sorted(cls.model_fields)})
+        return data
+
+
+class GivenKeys(Section, Mapping):
+    """A section read as the mapping of the keys the config gives (as the untyped dicts were);
+    attributes of keys it does not give hold their defaults."""
+
+    null_is_empty: ClassVar[bool] = False
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.model_fields_set:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]  # keys, as a mapping's
+        return (name for name in type(self).model_fields if name in self.model_fields_set)
+
+    def __len__(self) -> int:
+        return len(self.model_fields_set)
+
+    @model_serializer
+    def _given(self) -> dict[str, Any]:
+        return dict(self.items())
+
+
+_AMG = AMGSettings()
+
+
+class SAMSettings(GivenKeys):
+    """``sam.settings``: fields of :class:`goodsam.sam.base.AMGSettings` (defaults from it)."""
+
+    points_per_side: Int = _AMG.points_per_side
+    points_per_batch: Int = _AMG.points_per_batch
+    pred_iou_thresh: Number = _AMG.pred_iou_thresh
+    stability_score_thresh: Number = _AMG.stability_score_thresh
+    stability_score_offset: Number = _AMG.stability_score_offset
+    box_nms_thresh: Number = _AMG.box_nms_thresh
+    crop_n_layers: Int = _AMG.crop_n_layers
+    min_mask_region_area: Int = _AMG.min_mask_region_area
+
+
+def keyword_defaults(function: Callable) -> dict[str, Any]:
+    """Keyword-only parameters of ``function`` and their defaults (a fusion's options)."""
+    return {p.name: p.default for p in inspect.signature(function).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+_CTCF, _SEPL = keyword_defaults(ctcf_fusion), keyword_defaults(sepl_fusion)
+
+
+class FusionOptions(GivenKeys):
+    """``fusion.options``: keyword options of the fusion functions (:mod:`goodsam.dar.fusion`); the
+    ones given are passed on (``fuse(method, ..., **options)``)."""
+
+    small_area: Int = _CTCF["small_area"]
+    large_area: Int = _CTCF["large_area"]
+    theta_small: Number = _CTCF["theta_small"]
+    theta_medium: Number = _CTCF["theta_medium"]
+    theta_large: Number = _CTCF["theta_large"]
+    top_k: Int = _CTCF["top_k"]
+    min_coverage: Number = _SEPL["min_coverage"]
+    ignore_index: Int = IGNORE_INDEX
+
+
+_LOSS = LossWeights()
+
+
+class LossSection(Section):
+    """``loss``: the fields of :class:`goodsam.mka.losses.LossWeights` (what ``config.loss`` holds)."""
+
+    eq4_erp: Float = _LOSS.eq4_erp
+    eq5_student_ensemble: Float = _LOSS.eq5_student_ensemble
+    eq7_student_boundary: Float = _LOSS.eq7_student_boundary
+    eq6_ta_ensemble: Float = _LOSS.eq6_ta_ensemble
+    eq1_consistency: Float = _LOSS.eq1_consistency
+    eq2_boundary_enhanced: Float = _LOSS.eq2_boundary_enhanced
+    high_conf_lambda: Float = _LOSS.high_conf_lambda
+    boundary_form: Str = _LOSS.boundary_form
+
+
+class ValidatedAs:
+    """Annotation of a dataclass field read through a :class:`Section` (its keys and types): the
+    section's values build the dataclass; an instance of it is taken as it is."""
+
+    def __init__(self, section: type[Section]):
+        self.section = section
+
+    def __get_pydantic_core_schema__(self, source: type, handler: GetCoreSchemaHandler) -> CoreSchema:
+        def build(value: Any, validate: Callable[[Any], Section]) -> Any:
+            return value if isinstance(value, source) else source(**validate(value).model_dump())
+
+        return core_schema.no_info_wrap_validator_function(
+            build, handler.generate_schema(self.section),
+            serialization=core_schema.plain_serializer_function_ser_schema(asdict))
+
+
+class DataConfig(Section):
     """Panoramas are resized to a fixed ERP band ``height x width``; ``batch_size`` is global (all ranks)."""
 
-    height: int = 400
-    width: int = 2048
-    batch_size: int = 1
-    roll: bool = True
-    flip: bool = True
+    height: Int = 400
+    width: Int = 2048
+    batch_size: Int = 1
+    roll: Bool = True
+    flip: Bool = True
     # Pixels of exactly this RGB colour are not part of the scene (e.g. the black fill around frames
     # projected by `goodsam data pinhole-to-erp`): no loss term uses them. null: every pixel counts.
-    void_rgb: tuple[int, int, int] | None = None
+    void_rgb: RGB = None
 
 
-@dataclass
-class WindowConfig:
+class WindowConfig(Section):
     """Sliding windows (full panorama height) of ``width`` columns every ``stride`` columns."""
 
-    width: int = 512
-    stride: int = 256
-    wrap: bool = False
+    width: Int = 512
+    stride: Int = 256
+    wrap: Bool = False
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """A segmenter from the zoo (``goodsam.segmenters.build_segmenter``)."""
 
-    architecture: str = "espnetv2-s0.5"
-    weights: str | None = None
-    pretrained: bool = True
+    architecture: Str = "espnetv2-s0.5"
+    weights: OptStr = None
+    pretrained: Bool = True
 
 
-@dataclass
 class TAConfig(ModelConfig):
     """The TA and its input ``scale`` (a number or ``auto``; see :mod:`goodsam.segmenters.scale`): every
     window is resized by it before the TA wherever the TA runs (targets of eq. 1-4 and 6)."""
 
-    scale: float | str = 1.0
+    scale: Scale = 1.0
 
 
-@dataclass
-class SAMConfig:
-    """The frozen SAM used (only) to fill the mask cache; ``settings`` are ``AMGSettings`` fields."""
+class SAMConfig(Section):
+    """The frozen SAM used (only) to fill the mask cache; ``settings``: :class:`SAMSettings`."""
 
-    model: str = "mobile_sam"
-    weights: str | None = None
-    impl: str = "fast"
-    settings: dict = field(default_factory=dict)
+    model: Str = "mobile_sam"
+    weights: OptStr = None
+    impl: Str = "fast"
+    settings: SAMSettings = Field(default_factory=SAMSettings)
 
-    def amg_settings(self):
-        """``settings`` as :class:`goodsam.sam.base.AMGSettings` (unknown keys: :class:`ConfigError`)."""
-        from goodsam.sam.base import AMGSettings
-
-        try:
-            return AMGSettings(**self.settings)
-        except TypeError as exc:
-            raise ConfigError(f"sam.settings: {exc}") from None
+    def amg_settings(self) -> AMGSettings:
+        """``settings`` as :class:`goodsam.sam.base.AMGSettings` (AMG's defaults for keys not given)."""
+        return AMGSettings(**self.settings)
 
 
-@dataclass
-class FusionConfig:
+class FusionConfig(Section):
     """Eq. 3 fusion (``ctcf``, ``ssa`` or ``sepl``) + options; ``alpha``: B_ref's top-2 gap threshold.
 
     Safeguards beyond the paper (null/``paper`` = the paper's rule), see :mod:`goodsam.dar.safeguards`:
@@ -102,41 +318,38 @@ class FusionConfig:
     the TA's own per-pixel labels: the mask decides nothing it is not confident about).
     """
 
-    method: str = "ctcf"
-    options: dict = field(default_factory=dict)
-    alpha: float = 0.3
-    ta_confidence: float | None = None
-    uncertain: str = "paper"
+    method: Str = "ctcf"
+    options: FusionOptions = Field(default_factory=FusionOptions)
+    alpha: Float = 0.3
+    ta_confidence: OptFloat = None
+    uncertain: Str = "paper"
 
 
-@dataclass
-class OptimizerConfig:
+class OptimizerConfig(Section):
     """AdamW of one model."""
 
-    lr: float = 6e-5
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
+    lr: Float = 6e-5
+    weight_decay: Float = 0.01
+    betas: Pair = (0.9, 0.999)
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(Section):
     """Two AdamW optimisers and their shared schedule: linear warm-up, then polynomial decay.
 
     ``decay_steps``: the schedule's horizon (``null`` = ``train.steps``); fix it to extend runs without
     changing the learning rate of steps already planned.
     """
 
-    student: OptimizerConfig = field(default_factory=OptimizerConfig)
-    ta: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=6e-6))
-    warmup_steps: int = 0
-    power: float = 1.0
-    min_lr_ratio: float = 0.0
-    decay_steps: int | None = None
-    grad_clip: float | None = None
+    student: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    ta: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=6e-6))
+    warmup_steps: Int = 0
+    power: Float = 1.0
+    min_lr_ratio: Float = 0.0
+    decay_steps: OptInt = None
+    grad_clip: OptFloat = None
 
 
-@dataclass
-class TrainSection:
+class TrainSection(Section):
     """Schedule, precision and bookkeeping.
 
     ``amp``: ``auto`` (bf16 autocast on CUDA when supported, else fp16 with a grad scaler; off on CPU),
@@ -145,41 +358,41 @@ class TrainSection:
     ``dropout``: leave dropout/drop-path active while training.
     """
 
-    steps: int = 1000
-    seed: int = 0
-    amp: str = "auto"
-    freeze_norm: bool = True
-    dropout: bool = True
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    log_every: int = 1
-    progress: bool = True
+    steps: Int = 1000
+    seed: Int = 0
+    amp: Str = "auto"
+    freeze_norm: Bool = True
+    dropout: Bool = True
+    checkpoint_every: Int = 100
+    keep_checkpoints: Int = 2
+    log_every: Int = 1
+    progress: Bool = True
     # Targets (E, M, B_ref, eq. 4) from an exponential moving average of the TA with this decay
     # (beyond the paper; 1.0 = the initial TA, frozen); null: from the TA being trained (the paper).
-    ta_ema: float | None = None
+    ta_ema: OptFloat = None
     # With ta_ema 1.0: a folder caching the frozen target TA's window logits (shared by runs; the files
     # say what made them). null: computed every step.
-    target_cache: str | None = None
+    target_cache: OptStr = None
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """One GoodSAM training setup (TA + student trained together, SAM frozen)."""
 
-    name: str = "custom"
-    description: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    windows: WindowConfig = field(default_factory=WindowConfig)
-    sam: SAMConfig = field(default_factory=SAMConfig)
-    ta: TAConfig = field(default_factory=lambda: TAConfig("espnetv2-s2.0"))
-    student: ModelConfig = field(default_factory=ModelConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    loss: LossWeights = field(default_factory=LossWeights)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainSection = field(default_factory=TrainSection)
+    name: Str = "custom"
+    description: Str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    windows: WindowConfig = Field(default_factory=WindowConfig)
+    sam: SAMConfig = Field(default_factory=SAMConfig)
+    ta: TAConfig = Field(default_factory=lambda: TAConfig(architecture="espnetv2-s2.0"))
+    student: ModelConfig = Field(default_factory=ModelConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    loss: Annotated[LossWeights, ValidatedAs(LossSection)] = Field(default_factory=LossWeights)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        """Plain values (``betas`` as lists; ``sam.settings``/``fusion.options``: the keys given)."""
+        out = self.model_dump()
         out["optim"]["student"]["betas"] = list(out["optim"]["student"]["betas"])
         out["optim"]["ta"]["betas"] = list(out["optim"]["ta"]["betas"])
         return out
@@ -279,69 +492,34 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     return data
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check/convert one scalar against a type hint (int, float, bool, str, optional, tuple, dict)."""
-    text = str(hint)
-    optional = "None" in text
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"config key '{where}' must not be null")
-    if text.startswith("float | str"):  # a scale: a positive number or 'auto'
-        return parse_scale(value)
-    if hint is bool or text.startswith("bool"):
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key '{where}' must be true or false, got {value!r}")
-        return value
-    if hint is int or text.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{where}' must be an integer, got {value!r}")
-        return value
-    if hint is float or text.startswith("float"):
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{where}' must be a number, got {value!r}")
-        return float(value)
-    if hint is str or text.startswith("str"):
-        return str(value)
-    if text.startswith("tuple[int, int, int]"):
-        if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
-                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
-            raise ConfigError(f"config key '{where}' must be an RGB triple like [0, 0, 0], got {value!r}")
-        return tuple(value)
-    if text.startswith("tuple"):
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise ConfigError(f"config key '{where}' must be a pair of numbers, got {value!r}")
-        return tuple(float(v) for v in value)
-    if hint is dict or text.startswith("dict"):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{where}' must be a mapping, got {value!r}")
-        return dict(value)
-    return value
+def _config_error(exc: ValidationError) -> ConfigError:
+    """One line for the first error: the key, the bad value and what is expected."""
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    kind, context, value = error["type"], error.get("ctx", {}), error.get("input")
+    if kind == "config_unknown":
+        prefix = f"{where}." if where else ""
+        return ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in context['unknown'])}; "
+                           f"known in this section: {', '.join(context['known'])}")
+    if kind == "config_section":
+        return ConfigError(f"config section '{where or 'root'}' must be a mapping, got {value!r}")
+    if kind == "config_null":
+        return ConfigError(f"config key '{where}' must not be null")
+    if kind == "config_value":
+        return ConfigError(f"config key '{where}' {context['expected']}, got {value!r}")
+    if kind == "config_message":
+        return ConfigError(f"config key '{where}': {context['message']}")
+    return ConfigError(f"config key '{where}': {error['msg']}, got {value!r}")
 
 
-def _build(cls: type, data: dict, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"config section '{prefix.rstrip('.') or 'root'}' must be a mapping")
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+def _check_fusion_options(config: TrainConfig) -> None:
+    """``fusion.options`` must be keyword options of ``fusion.method``'s function."""
+    method = config.fusion.method.lower()
+    accepted = keyword_defaults(FUSIONS[method])
+    unknown = [key for key in config.fusion.options if key not in accepted]
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
-                          f"known in this section: {', '.join(sorted(known))}")
-    default = cls()
-    kwargs = {}
-    for f in fields(cls):
-        current = getattr(default, f.name)
-        if f.name not in data:
-            kwargs[f.name] = current
-        elif is_dataclass(current):
-            kwargs[f.name] = _build(type(current), data[f.name] or {}, f"{prefix}{f.name}.")
-        else:
-            kwargs[f.name] = _coerce(data[f.name], hints[f.name], prefix + f.name)
-    return cls(**kwargs)
+        raise ConfigError(f"{config.name}: fusion.options {', '.join(unknown)} not taken by {method} "
+                          f"(its options: {', '.join(accepted)})")
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -370,13 +548,18 @@ def validate(config: TrainConfig) -> TrainConfig:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{config.name}: {message}")
+    _check_fusion_options(config)
     resolve_scale(config.ta.scale, config.ta.architecture, config.data.width)  # 'auto' needs a known TA
     return config
 
 
 def config_from_dict(data: dict) -> TrainConfig:
     """A validated :class:`TrainConfig` from a raw mapping."""
-    return validate(_build(TrainConfig, data, ""))
+    try:
+        config = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    return validate(config)
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

@@ -11,13 +11,7 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
-
 from goodsam.train.checkpoint import atomic_write_text
-
-CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
-                 (140, 86, 75), (227, 119, 194), (23, 190, 207))
 
 
 class RunMonitor:
@@ -85,51 +79,38 @@ def read_metrics(path: Path) -> list[dict]:
 
 def plot_loss_curve(records: list[dict], path: Path, keys: tuple[str, ...] = ("total", "student", "ta"),
                     size: tuple[int, int] = (800, 420)) -> Path:
-    """A small line chart (PIL, no plotting library) of the chosen losses against the step."""
-    width, height = size
-    margin_l, margin_r, margin_t, margin_b = 60, 20, 30, 40
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    series = {k: [(r["step"], r[k]) for r in records if k in r and math.isfinite(r[k])] for k in keys}
-    series = {k: v for k, v in series.items() if v}
-    points = [p for values in series.values() for p in values]
-    if not points:
-        image.save(path)
-        return path
-    steps = np.array([p[0] for p in points], dtype=float)
-    values = np.array([p[1] for p in points], dtype=float)
-    x_lo, x_hi = steps.min(), max(steps.max(), steps.min() + 1)
-    y_lo, y_hi = min(0.0, values.min()), values.max() * 1.05 + 1e-9
-    plot_w, plot_h = width - margin_l - margin_r, height - margin_t - margin_b
+    """The chosen losses against the step (``size`` in pixels; non-finite values are left out)."""
+    series = {key: [(r["step"], r[key]) for r in records if key in r and math.isfinite(r[key])]
+              for key in keys}
+    return save_line_chart(series, path, ylabel="loss", size=(size[0] / 100, size[1] / 100), dpi=100,
+                           from_zero=True)
 
-    def to_px(step: float, value: float) -> tuple[float, float]:
-        return (margin_l + (step - x_lo) / (x_hi - x_lo) * plot_w,
-                margin_t + (1 - (value - y_lo) / (y_hi - y_lo)) * plot_h)
 
-    draw.rectangle([margin_l, margin_t, margin_l + plot_w, margin_t + plot_h], outline=(0, 0, 0))
-    for frac in np.linspace(0, 1, 5):
-        value = y_lo + frac * (y_hi - y_lo)
-        _, y = to_px(x_lo, value)
-        draw.line([margin_l - 4, y, margin_l, y], fill=(0, 0, 0))
-        draw.text((4, y - 6), f"{value:.3g}", fill=(0, 0, 0))
-    for frac in np.linspace(0, 1, 5):
-        step = x_lo + frac * (x_hi - x_lo)
-        x, _ = to_px(step, y_lo)
-        draw.line([x, margin_t + plot_h, x, margin_t + plot_h + 4], fill=(0, 0, 0))
-        draw.text((x - 10, margin_t + plot_h + 8), f"{step:.0f}", fill=(0, 0, 0))
-    draw.text((margin_l + plot_w // 2 - 15, height - 16), "step", fill=(0, 0, 0))
-    for i, (key, values) in enumerate(series.items()):
-        colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]
-        pixels = [to_px(s, v) for s, v in values]
-        if len(pixels) > 1:
-            draw.line(pixels, fill=colour, width=2)
-        else:
-            x, y = pixels[0]
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        x0 = margin_l + 10 + 110 * i
-        draw.line([x0, 14, x0 + 18, 14], fill=colour, width=3)
-        draw.text((x0 + 24, 8), key, fill=colour)
+def save_line_chart(series: dict[str, list[tuple[float, float]]], path: Path, *, ylabel: str,
+                    size: tuple[float, float], dpi: int, marker: str | None = None,
+                    from_zero: bool = False) -> Path:
+    """A PNG of ``series`` (label -> ``(step, value)`` points) against the step, drawn by matplotlib's Agg
+    canvas (no display, no global backend switch) and written atomically. Series without points are
+    left out; a single point is drawn as a dot. ``from_zero``: the value axis includes 0."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for label, points in series.items():
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=marker or ("o" if len(points) == 1 else None),
+                    label=label)
+    if any(series.values()):
+        ax.legend()
+        if from_zero:
+            ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp.png")
-    image.save(tmp)
+    fig.savefig(tmp)
     os.replace(tmp, path)
     return Path(path)

@@ -19,6 +19,7 @@ from torch import nn
 from goodsam.errors import ConfigError
 from goodsam.evaluation import ClassMap, LabelledSet, evaluate, get_class_map, open_labelled_set
 from goodsam.evaluation.evaluate import check_labels
+from goodsam.train.monitor import save_line_chart
 
 
 @dataclass
@@ -72,24 +73,7 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def plot_validation_curve(records: list[dict], path: Path) -> Path:
-    """Student and TA validation mIoU against the step (matplotlib, PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    for key, label in (("val/student_miou", "student (whole panorama)"), ("val/ta_miou", "TA (windows)")):
-        points = [(r["step"], r[key]) for r in records if key in r]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation mIoU (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return Path(path)
+    """Student and TA validation mIoU against the step (PNG; see ``monitor.save_line_chart``)."""
+    curves = (("val/student_miou", "student (whole panorama)"), ("val/ta_miou", "TA (windows)"))
+    series = {label: [(r["step"], r[key]) for r in records if key in r] for key, label in curves}
+    return save_line_chart(series, path, ylabel="validation mIoU (%)", size=(7, 3.6), dpi=110, marker="o")
