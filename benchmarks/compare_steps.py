@@ -1,7 +1,7 @@
 """Benchmark: the same training steps on two source trees (before/after a change), interleaved.
 
 One worker process per tree (``PYTHONPATH=<tree>/src``) builds the same :class:`Trainer` (config, seed,
-panoramas, cached masks of ``benchmarks/train_step.py``); the driver then asks them for step 0, 1, …
+panoramas, cached masks of :mod:`goodsam.experiments.train_step`); the driver then asks them for step 0, 1, …
 in turn (A B A B …, so both see the same machine load), and prints, per logged loss term, the largest
 absolute difference over the steps, and the median step time of each tree (per stage where the tree
 has :class:`goodsam.profiling.StageTimer`; the first step, which loads the data, is left out).
@@ -115,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
     if args.before is None:
         parser.error("--before is required")
-    sys.path.insert(0, str(HERE))
-    from train_step import config_overrides, prepare_data
-
+    from goodsam.experiments.train_step import config_overrides, prepare_data
     from goodsam.train.config import load_config
 
     overrides = config_overrides(args.config, args.points, args.batch, args.set)

@@ -9,7 +9,7 @@ the fine ground truth, separately for the frankfurt (val) and aachen (train) fra
   own prediction, so every method labels every pixel and the rows are directly comparable;
 * ``labelled``: share of the ground-truth-labelled pixels the method labels itself; ``mIoU lab.``: mIoU
   on the pixels it labels, with the TA's mIoU on the same pixels in brackets
-  (:class:`goodsam.evaluation.pseudo_labels.PseudoLabelScorer`, shared with the ablation report);
+  (:func:`goodsam.evaluation.pseudo_labels.score_labelled_set`, shared with the evidence run);
 * ``CTCF M=1``: only the pixels CTCF gives weight 1 (its high-confidence set E_H).
 
     python benchmarks/fusion.py [--cache-dir cache/fusion] [--aachen 20] [--points-per-side 32]
@@ -23,20 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from goodsam.assets import find_asset
-from goodsam.dar.fusion import fuse
-from goodsam.evaluation.pseudo_labels import PseudoLabelScorer
-from goodsam.imageio import load_label, load_rgb
+from goodsam.evaluation import LabelledSet, Sample
+from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_set
 from goodsam.sam.base import AMGSettings
-from goodsam.sam.cache import cache_path, load_panorama_masks
 from goodsam.sam.folder import compute_masks
 from goodsam.segmenters import build_segmenter
-from goodsam.segmenters.base import to_image_tensor
 
-METHODS = ("TA alone", "SSA", "SEPL", "CTCF", "CTCF M=1")
+VARIANTS = (FusionVariant("TA alone", "ta"), FusionVariant("SSA", "ssa"), FusionVariant("SEPL", "sepl"),
+            FusionVariant("CTCF", "ctcf"), FusionVariant("CTCF M=1", "ctcf", confident_only=True))
 
 
 def select_frames(root: Path, aachen: int) -> dict[str, list[Path]]:
@@ -53,14 +48,6 @@ def link_frames(frames: list[Path], folder: Path) -> Path:
         if not link.exists():
             link.symlink_to(path.resolve())
     return folder
-
-
-def table_rows(scorer: PseudoLabelScorer, split: str) -> list[str]:
-    out = []
-    for method, r in scorer.rows().items():
-        out.append(f"| {split} | {method} | {r['miou']:.1f} | {r['pixel_accuracy']:.1f} | "
-                   f"{r['labelled']:.1f} % | {r['miou_own']:.1f} ({r['ta_miou_own']:.1f}) |")
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,22 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     segmenter = build_segmenter(args.ta).to(args.device).eval()
     lines = ["| frames | method | mIoU | pix acc | labelled | mIoU lab. (TA) |", "|---|---|---|---|---|---|"]
     for split, paths in splits.items():
-        scorer = PseudoLabelScorer(METHODS)
-        for path in paths:
-            image = load_rgb(path)
-            gt = torch.from_numpy(load_label(root / "labels" / f"{path.stem}_trainIds.png").astype(np.int64))
-            with torch.no_grad():
-                logits = segmenter.segment(to_image_tensor(image).to(args.device)).logits[0].float().cpu()
-            ta = logits.argmax(0)
-            masks = load_panorama_masks(cache_path(masks_dir, path)).windows[0]
-            scorer.add("TA alone", gt, ta, ta)
-            for name in ("ssa", "sepl", "ctcf"):
-                result = fuse(name, masks, logits)
-                scorer.add(name.upper(), gt, ta, result.labels)
-                if name == "ctcf":
-                    high = torch.where(result.weights > 0, result.labels, torch.full_like(result.labels, 255))
-                    scorer.add("CTCF M=1", gt, ta, high)
-        lines += table_rows(scorer, f"{split} ({len(paths)})")
+        samples = tuple(Sample(p.stem, p, root / "labels" / f"{p.stem}_trainIds.png") for p in paths)
+        rows = score_labelled_set(segmenter, LabelledSet("folder", split, samples), masks_dir, VARIANTS)
+        lines += [f"| {split} ({len(paths)}) | {method} | {r['miou']:.1f} | {r['pixel_accuracy']:.1f} | "
+                  f"{r['labelled']:.1f} % | {r['miou_own']:.1f} ({r['ta_miou_own']:.1f}) |"
+                  for method, r in rows.items()]
     total = time.perf_counter() - start
     print("\n".join(lines))
     print(f"\nMobileSAM ({args.impl}, points_per_side={args.points_per_side}) on whole 1024x512 frames, TA "

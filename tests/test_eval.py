@@ -25,6 +25,7 @@ from goodsam.evaluation import (
     write_report,
 )
 from goodsam.evaluation.datasets import detect_layout
+from goodsam.evaluation.pseudo_labels import PseudoLabelScorer
 from goodsam.export import export_onnx
 from goodsam.imageio import load_label, save_png
 from goodsam.inference import resize_label
@@ -158,6 +159,19 @@ def test_class_map_files(tmp_path: Path) -> None:
 
 
 # --- dataset layouts -------------------------------------------------------------------------------------
+
+
+def test_fusion_scorer_falls_back_to_the_ta() -> None:
+    gt = torch.tensor([[0, 1, 255, 2]])
+    ta = torch.tensor([[0, 1, 1, 0]])
+    own = torch.tensor([[0, 255, 255, 2]])  # the method labels two scored pixels, both right
+    scorer = PseudoLabelScorer(("TA alone", "SEPL"))
+    scorer.add("TA alone", gt, ta, ta)
+    scorer.add("SEPL", gt, ta, own)
+    rows = scorer.rows()
+    assert rows["SEPL"]["labelled"] == pytest.approx(100 * 2 / 3)
+    assert rows["SEPL"]["miou_own"] == pytest.approx(100.0)
+    assert rows["SEPL"]["miou"] > rows["TA alone"]["miou"]  # pixel 3 corrected, pixel 1 from the TA
 
 def test_cityscapes_layout_converts_label_ids(tmp_path: Path) -> None:
     image_dir, label_dir = tmp_path / "leftImg8bit" / "val" / "ulm", tmp_path / "gtFine" / "val" / "ulm"

@@ -22,7 +22,14 @@ from goodsam.imageio import load_label, save_png
 from goodsam.inference import OnnxSegmenter, load_model, predict_logits
 from goodsam.predict import predict_images
 from goodsam.segmenters.base import Segmenter, SegmenterOutput
-from goodsam.visualize import overlay, present_classes
+from goodsam.visualize import (
+    CATEGORY_LEGEND,
+    categories_as_train_ids,
+    overlay,
+    present_classes,
+    save_small_png,
+    train_ids_as_categories,
+)
 
 GOODSAM = [sys.executable, "-m", "goodsam.cli"]
 
@@ -127,6 +134,23 @@ def test_overlay_legend_lists_present_classes_only() -> None:
     colours = {tuple(c) for c in strip.reshape(-1, 3)}
     assert (128, 64, 128) in colours and (0, 0, 142) in colours and (70, 130, 180) not in colours
 
+
+
+def test_overlay_png_stays_under_budget(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (120, 1024, 3), dtype=np.uint8)  # noise: the worst case for PNG
+    info = save_small_png(image, tmp_path / "x.png", max_bytes=20_000)
+    assert (tmp_path / "x.png").stat().st_size == info["bytes"] <= 20_000
+    assert info["width"] < 1024  # had to shrink
+    assert Image.open(tmp_path / "x.png").width == info["width"]
+
+
+def test_category_display_ids() -> None:
+    cats = np.array([[0, 1, 2, 3, 4, 5, 6, 7]], np.uint8)
+    assert categories_as_train_ids(cats).tolist() == [[255, 0, 2, 5, 8, 10, 11, 13]]
+    train_ids = np.array([[0, 1, 2, 8, 10, 11, 13, 18]], np.uint8)
+    assert train_ids_as_categories(train_ids).tolist() == [[0, 0, 2, 8, 10, 11, 13, 13]]
+    assert CATEGORY_LEGEND[13] == "vehicle"
 
 def test_predict_cli_and_errors(coded_onnx: Path, coded_folder: tuple, tmp_path: Path) -> None:
     folder, truth = coded_folder

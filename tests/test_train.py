@@ -37,7 +37,13 @@ from goodsam.train.checkpoint import (
     set_rng_state,
 )
 from goodsam.train.config import available_configs, load_config
-from goodsam.train.data import fit_erp_band, global_indices, rank_indices
+from goodsam.train.data import (
+    erp_band_rows,
+    fit_erp_band,
+    fit_erp_band_labelled,
+    global_indices,
+    rank_indices,
+)
 from goodsam.train.pipeline import ensure_masks
 from goodsam.train.trainer import Trainer, lr_factor
 
@@ -140,6 +146,18 @@ def test_fit_erp_band() -> None:
     pass_like = np.full((692, 2048, 3), 7, np.uint8)
     assert fit_erp_band(pass_like, 400, 2048).shape == (400, 2048, 3)
 
+
+
+def test_band_cut_matches_fit_erp_band_rows() -> None:
+    assert erp_band_rows(832, 1664, 400, 2048) == (253, 325)
+    assert erp_band_rows(692, 2048, 400, 2048) == (0, 692)  # not 2:1: kept whole
+    image = np.zeros((832, 1664, 3), np.uint8)
+    label = np.zeros((832, 1664), np.uint8)
+    label[:253] = 5  # sky above the band is cut away
+    label[253:578] = np.arange(1664)[None, :] % 8
+    out_image, out_label = fit_erp_band_labelled(image, label, 400, 2048)
+    assert out_image.shape == (400, 2048, 3) and out_label.shape == (400, 2048)
+    assert set(np.unique(out_label)) <= set(range(8))  # nearest neighbour: no blended ids
 
 def test_augmentation_round_trip_on_logits() -> None:
     logits = torch.randn(1, 19, 4, 32, requires_grad=True)

@@ -26,7 +26,7 @@ from PIL import Image
 
 from goodsam.errors import AssetError, ConfigError
 from goodsam.imageio import MIN_IMAGE_SIDE, check_image_size
-from goodsam.panorama.windows import crop_windows, sliding_windows, stitch_windows
+from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows, stitch_windows
 from goodsam.segmenters.base import Segmenter, SegmenterOutput
 from goodsam.segmenters.scale import forward_at_scale, resolve_scale
 
@@ -258,6 +258,16 @@ def predict_logits(model: SegmentationModel, image: np.ndarray, window: int | No
     layout = sliding_windows(tensor.shape[1], tensor.shape[2], window, stride or max(1, window // 2), wrap)
     crops = crop_windows(tensor, layout)
     return stitch_windows(_run(model, crops, batch_size, factor), layout)
+
+
+@torch.inference_mode()
+def predict_window_logits(model: SegmentationModel, image: np.ndarray, layout: WindowLayout,
+                          batch_size: int = 1, scale: float | str = 1.0) -> torch.Tensor:
+    """Logits ``(N, C, H, w)`` (float32, CPU) of every window of ``layout`` of one HxWx3 uint8 image,
+    not stitched (e.g. to fuse each with its window's SAM masks, eq. 3); ``scale`` as in
+    :func:`predict_logits`."""
+    tensor = torch.tensor(image, dtype=torch.uint8).permute(2, 0, 1).contiguous()
+    return _run(model, crop_windows(tensor, layout), batch_size, model_scale(model, scale, tensor.shape[2]))
 
 
 def predict_labels(model: SegmentationModel, image: np.ndarray, window: int | None = None,

@@ -4,7 +4,8 @@ Library code marks its stages with ``with stage("fusion"): ...``; that is a no-o
 :class:`StageTimer` is active (:func:`use_timer`, or :func:`timed_method` on a method of an object with
 a ``timer`` attribute). On CUDA the timer synchronises the device at every stage boundary, so a stage's
 time includes the kernels it launched (this slows the step a little; it is off unless asked for).
-Stages should not nest: a nested stage's time would be counted twice.
+Stages should not nest: a nested stage's time would be counted twice. :func:`time_train_steps` times
+whole training steps of a trainer by stage (the benchmarks and the GPU check use it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -85,3 +87,41 @@ def timed_method(method: F) -> F:
             return method(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+@dataclass
+class StepTiming:
+    """One timed training step: wall seconds, seconds per stage, its logged scalars, peak GPU GiB."""
+
+    seconds: float
+    stages: dict[str, float]
+    scalars: dict[str, float]
+    peak_gib: float | None  # None on the CPU
+
+
+def time_train_steps(trainer: Any, steps: int,
+                     on_step: Callable[[int, StepTiming], None] | None = None) -> list[StepTiming]:
+    """Run ``trainer.train_step(k)`` for ``k < steps`` with a :class:`StageTimer` as ``trainer.timer``.
+
+    ``trainer`` needs ``device``, ``timer`` and ``train_step`` (a :class:`goodsam.train.trainer.Trainer`);
+    on CUDA the device is synchronised around each step and its peak memory reset before it.
+    """
+    device = torch.device(trainer.device)
+    cuda = device.type == "cuda"
+    trainer.timer = timer = StageTimer(device)
+    out = []
+    for step in range(steps):
+        timer.reset()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        scalars = trainer.train_step(step)
+        if cuda:
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
+        out.append(StepTiming(seconds, timer.snapshot(), scalars, peak))
+        if on_step is not None:
+            on_step(step, out[-1])
+    return out

@@ -5,13 +5,17 @@ with the TA filling in where they do not."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from goodsam.dar.fusion import IGNORE_INDEX, fuse
 from goodsam.dar.safeguards import apply_safeguards
+from goodsam.evaluation.datasets import LabelledSet
 from goodsam.evaluation.metrics import ConfusionMatrix
+from goodsam.inference import SegmentationModel, predict_window_logits
 from goodsam.panorama.windows import WindowLayout, assemble_tiles
+from goodsam.sam.cache import cache_path, load_panorama_masks
 
 
 class PseudoLabelScorer:
@@ -92,3 +96,19 @@ def score_variants(scorer: PseudoLabelScorer, gt: torch.Tensor, window_logits: t
     ta = assemble_tiles(window_logits.argmax(1), layout)
     for variant in variants:
         scorer.add(variant.name, gt, ta, fused_panorama_labels(window_logits, window_masks, layout, variant))
+
+
+def score_labelled_set(ta: SegmentationModel, dataset: LabelledSet, masks_dir: str | Path,
+                       variants: tuple[FusionVariant, ...], layout: WindowLayout | None = None,
+                       scale: float | str = 1.0) -> dict[str, dict[str, float]]:
+    """:meth:`PseudoLabelScorer.rows` of every variant over ``dataset``: the TA's logits of each window
+    (input ``scale``) fused with the image's cached SAM masks in ``masks_dir``; ``layout`` defaults to
+    the cache's window layout."""
+    scorer = PseudoLabelScorer(tuple(v.name for v in variants))
+    for sample in dataset.samples:
+        image, label = dataset.load(sample)
+        masks = load_panorama_masks(cache_path(masks_dir, sample.image))
+        grid = layout or masks.layout
+        logits = predict_window_logits(ta, image, grid, scale=scale)
+        score_variants(scorer, torch.from_numpy(label.astype("int64")), logits, masks.windows, grid, variants)
+    return scorer.rows()

@@ -2,7 +2,8 @@
 
 * Images are read as 8-bit RGB and resized (bilinear, PIL) to the config's ``height x width`` exactly as
   ``goodsam masks --height --width`` does, so the cached masks line up with what the models see.
-* :func:`fit_erp_band` prepares arbitrary panoramas as a fixed ERP band (used by ``goodsam demo``).
+* :func:`fit_erp_band` prepares arbitrary panoramas as a fixed ERP band (used by ``goodsam demo``);
+  :func:`fit_erp_band_labelled` does the same to a labelled panorama.
 * Batches are a pure function of ``(seed, step)`` (:func:`global_indices`): epoch ``e`` visits the
   images in the permutation ``default_rng([seed, e])``; rank ``r`` of ``R`` takes the ``r``-th equal
   chunk of each global batch (:func:`rank_indices`). Resuming at any step continues the same sequence,
@@ -42,13 +43,30 @@ def fit_erp_band(image: np.ndarray, height: int = 400, width: int = 2048) -> np.
     middle row); this drops the poles (sky and, in street panoramas, the camera car). Anything else —
     already a band, such as the unfolded PASS images (2048x692) — is resized as is.
     """
-    rows, cols = image.shape[:2]
-    if cols == 2 * rows:
-        band = max(1, round(rows * (360.0 * height / width) / 180.0))
-        if band < rows:
-            top = (rows - band) // 2
-            image = image[top:top + band]
-    return resize_rgb(np.ascontiguousarray(image), height, width)
+    top, count = erp_band_rows(image.shape[0], image.shape[1], height, width)
+    return resize_rgb(np.ascontiguousarray(image[top:top + count]), height, width)
+
+
+def erp_band_rows(rows: int, cols: int, height: int, width: int) -> tuple[int, int]:
+    """(first row, number of rows) of :func:`fit_erp_band`'s crop of a ``rows x cols`` image (all rows
+    unless it is a full 2:1 ERP image taller than the band)."""
+    if cols != 2 * rows:
+        return 0, rows
+    band = max(1, round(rows * (360.0 * height / width) / 180.0))
+    if band >= rows:
+        return 0, rows
+    return (rows - band) // 2, band
+
+
+def fit_erp_band_labelled(image: np.ndarray, label: np.ndarray, height: int = 400, width: int = 2048
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_erp_band` of an image and its label map: the same rows, the labels resized with
+    nearest neighbour (no blended ids)."""
+    top, count = erp_band_rows(image.shape[0], image.shape[1], height, width)
+    label = np.ascontiguousarray(label[top:top + count])
+    if label.shape[:2] != (height, width):
+        label = np.array(Image.fromarray(label).resize((width, height), Image.NEAREST))
+    return fit_erp_band(image, height, width), label
 
 
 def global_indices(step: int, batch_size: int, num_items: int, seed: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""``docs/results.md`` + ``docs/results.json`` from the stage files of ``benchmarks/evidence.py``.
+"""``docs/results.md`` + ``docs/results.json`` from the stage results of :mod:`goodsam.experiments.evidence`.
 
 Only formats what the stages measured; a stage that has not run shows as *not run*.
 """
@@ -11,43 +11,32 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-           "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
-           "bicycle")
-CATEGORIES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
+from goodsam.classes import CITYSCAPES_CLASSES
 
 
-def _f(value) -> str:
+def _f(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
 
-def _wall(seconds) -> str:
+def _wall(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _shown(command: str) -> str:
-    """A recorded command as a user types it: ``goodsam …``, paths relative to the checkout."""
+def _shown(command: str, root: Path) -> str:
+    """A recorded command as a user types it: ``goodsam …``, paths relative to the checkout ``root``."""
     for prefix in ("goodsam.cli ", "-m goodsam.cli "):
         if command.startswith(prefix):
             command = "goodsam " + command[len(prefix):]
     command = command.replace(f"{sys.executable} -m torch.distributed.run", "torchrun")
-    return command.replace(str(REPO) + "/", "")
+    return command.replace(str(root) + "/", "")
 
 
-def _command(stage: dict, needle: str) -> tuple[str, float | None]:
+def _command(stage: dict, needle: str, root: Path) -> tuple[str, float | None]:
     for item in stage.get("commands", []):
         if needle in item["command"]:
-            return _shown(item["command"]), item["seconds"]
+            return _shown(item["command"], root), item["seconds"]
     return "", None
 
 
@@ -86,9 +75,15 @@ def summary_json(state: dict) -> dict:
 
 
 def plot_curves(state: dict, path: Path) -> Path | None:
+    """The validation mIoU of every training run against the TA's (scale 1 and chosen), or None."""
     runs = _runs(state)
     if not runs:
         return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
     for name, run in runs.items():
         points = [(v["step"], v["student"]) for v in run["validation"]]
@@ -110,7 +105,9 @@ def plot_curves(state: dict, path: Path) -> Path | None:
     return path
 
 
-def write_report(work: Path, docs: Path, state: dict) -> Path:
+def write_report(docs: Path, state: dict, root: Path) -> Path:
+    """Write ``docs/results.md``, ``docs/results.json`` and the curves of the stage results ``state``
+    (``docs/results_notes.md`` appended); commands are shown relative to the checkout ``root``."""
     data = summary_json(state)
     (docs / "results.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     curve = plot_curves(state, docs / "results" / "validation_curves.png")
@@ -141,7 +138,7 @@ def write_report(work: Path, docs: Path, state: dict) -> Path:
         rows.append((f"student after: {run['what']}", "whole", f"student_{name}", run["results"]))
     for label, mode, key, results in rows:
         stage = before if results is before else next(r for r in runs.values() if r["results"] is results)
-        command, seconds = _command(stage, f"/{key} ")
+        command, seconds = _command(stage, f"/{key} ", root)
         lines.append(f"| {label} | {mode} | {_f(results.get(f'proxy/{key}', {}).get('miou'))} | "
                      f"{_f(results.get(f'cvrg/{key}', {}).get('miou'))} | `{command}` | {_wall(seconds)} |")
     lines += ["", "## 3. Pseudo-labels (eq. 3 and safeguards), TA at the chosen scale", "",
@@ -187,7 +184,7 @@ def write_report(work: Path, docs: Path, state: dict) -> Path:
     sources = [before.get("proxy/ta_windows_s1", {}), before.get("proxy/ta_windows_chosen", {}),
                before.get("proxy/student_before", {})]
     sources += [run["results"].get(f"proxy/student_{name}", {}) for name, run in runs.items()]
-    for cls in CLASSES:
+    for cls in CITYSCAPES_CLASSES:
         lines.append(f"| {cls} | " + " | ".join(_f(s.get("per_class", {}).get(cls)) for s in sources) + " |")
     files = state.get("overlays", {}).get("files", [])
     if files:
@@ -200,7 +197,7 @@ def write_report(work: Path, docs: Path, state: dict) -> Path:
     lines += ["", "## 7. Commands", ""]
     for stage, result in state.items():
         for item in result.get("commands", []) if isinstance(result, dict) else []:
-            lines.append(f"* [{stage}] `{_shown(item['command'])}` — {_wall(item['seconds'])}")
+            lines.append(f"* [{stage}] `{_shown(item['command'], root)}` — {_wall(item['seconds'])}")
     notes = docs / "results_notes.md"
     if notes.is_file():
         lines += ["", notes.read_text().rstrip()]

@@ -1,0 +1,397 @@
+"""Evidence that GoodSAM works: the nano setup on the pinhole-to-ERP proxy, every setting chosen on the
+training side, written to ``docs/results.md`` + ``docs/results.json`` (by :mod:`.evidence_report`).
+
+Data (``goodsam data pinhole-to-erp``, 400x2048 band, pitch 0, ±2° yaw jitter):
+
+* **train**: aachen frames 1-80, twice (two orders, 8 frames per panorama): 20 panoramas, labels never read;
+* **val**: aachen frames 81-100, 5 per panorama: 4 panoramas, the only labels any setting is chosen on;
+* **eval**: the 10 frankfurt frames, 5 per panorama: 2 panoramas, and the CVRG labelled panorama.
+  Nothing is chosen on them.
+
+Stages (each skipped when its ``WORK/stages/<name>.json`` exists; ``redo`` reruns one): ``data``,
+``masks`` (MobileSAM 16x16 points), ``scale_sweep`` (TA windows on val at several input scales -> the
+chosen scale = the best), ``fusion_select`` (pseudo-label variants on val -> the chosen safeguards),
+``lr_select``, ``eval_before`` (TA / student before training on eval and CVRG), ``fusion_eval``, one
+``run_<name>`` per training run (then its evaluation), ``diagnosis``, ``overlays``, ``report``. Every
+step but the pseudo-label scoring and the overlays runs as a ``goodsam`` command (recorded with its wall
+time for the report), from the checkout ``root``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from goodsam.assets import find_asset
+from goodsam.evaluation import open_labelled_set
+from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_set
+from goodsam.experiments.evidence_report import write_report
+from goodsam.imageio import load_label, load_rgb, save_png
+from goodsam.inference import load_model, predict_labels
+from goodsam.panorama.windows import sliding_windows
+from goodsam.segmenters import build_segmenter
+from goodsam.train.data import fit_erp_band, fit_erp_band_labelled
+from goodsam.visualize import categories_as_train_ids, panel, save_small_png, train_ids_as_categories
+
+GOODSAM = [sys.executable, "-m", "goodsam.cli"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+TA, STUDENT, CONFIG = "espnetv2-s2.0", "espnetv2-s0.5", "nano-s0.5"
+POINTS = 16
+SCALES = ("1", "1.5", "2", "2.5", "3", "auto")
+PATTERN = "{stem}_trainIds.png"
+VARIANTS = (
+    FusionVariant("TA alone", "ta"),
+    FusionVariant("SSA", "ssa"),
+    FusionVariant("SEPL", "sepl"),
+    FusionVariant("CTCF (paper)", "ctcf"),
+    FusionVariant("CTCF M=1", "ctcf", confident_only=True),
+    FusionVariant("CTCF + TA where unsure", "ctcf", uncertain="ta"),
+    FusionVariant("CTCF + confident TA 0.9", "ctcf", ta_confidence=0.9),
+    FusionVariant("CTCF + both (0.9)", "ctcf", ta_confidence=0.9, uncertain="ta"),
+    FusionVariant("CTCF + both (0.7)", "ctcf", ta_confidence=0.7, uncertain="ta"),
+    FusionVariant("SSA + confident TA 0.9", "ssa", ta_confidence=0.9),
+)
+LEARNING_RATES = ("2e-4", "5e-5")  # the config's, and a quarter of it
+SELECT_STEPS = 20
+STUDENT_ONLY = ["loss.eq6_ta_ensemble=0", "loss.eq1_consistency=0", "loss.eq2_boundary_enhanced=0"]
+RUNS = {  # name -> (overrides on top of the base, what it shows)
+    "full": (STUDENT_ONLY, "eq. 4 + 5 + 7 (all safeguards)"),
+    "eq4": ([*STUDENT_ONLY, "loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"], "eq. 4 only"),
+    "eq45": ([*STUDENT_ONLY, "loss.eq7_student_boundary=0"], "eq. 4 + 5"),
+    "full_paper_fusion": ([*STUDENT_ONLY, "fusion.ta_confidence=null", "fusion.uncertain=paper"],
+                          "eq. 4 + 5 + 7, fusion safeguards off (paper CTCF)"),
+    "full_ssa": ([*STUDENT_ONLY, "fusion.method=ssa"], "eq. 4 + 5 + 7 with SSA instead of CTCF"),
+    "full_paper_boundary": ([*STUDENT_ONLY, "loss.boundary_form=paper"],
+                            "eq. 4 + 5 + 7, paper boundary form"),
+}
+STAGES = ("data", "masks", "scale_sweep", "fusion_select", "lr_select", "eval_before", "fusion_eval",
+          *[f"run_{name}" for name in RUNS], "diagnosis", "overlays", "report")
+
+
+def single_threaded_env() -> dict[str, str]:
+    """The environment of every command: one CPU thread each (two commands share the two cores)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def link(frames: list[Path], labels: Path, out: Path, prefix: str = "") -> Path:
+    """``out/images`` + ``out/labels``: symlinks to the frames and their ``_trainIds.png`` labels."""
+    for sub in ("images", "labels"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for k, frame in enumerate(frames):
+        name = f"{prefix}{k:03d}_{frame.stem}" if prefix else frame.stem
+        for dst, src in ((out / "images" / f"{name}.jpg", frame),
+                         (out / "labels" / f"{name}_trainIds.png", labels / f"{frame.stem}_trainIds.png")):
+            if not dst.is_symlink():
+                dst.symlink_to(src.resolve())
+    return out
+
+
+def eval_args(model: str, images: Path, labels: Path, out: Path, *, windows: bool, scale: str = "1",
+              pattern: str = PATTERN, class_map: str = "cityscapes19") -> list[str]:
+    """The ``goodsam eval`` command of one model on one labelled folder (one thread)."""
+    args = [*GOODSAM, "eval", model, "--images", str(images), "--labels", str(labels),
+            "--label-pattern", pattern, "--class-map", class_map, "--out", str(out), "--threads", "1",
+            "--scale", scale]
+    return [*args, "--window", "512", "--stride", "256"] if windows else args
+
+
+def read_miou(folder: Path) -> dict:
+    """``miou``, ``pixel_accuracy`` and ``per_class`` of a ``goodsam eval`` output folder."""
+    data = json.loads((folder / "results.json").read_text())
+    return {"miou": data["miou"], "pixel_accuracy": data["pixel_accuracy"], "per_class": data["per_class"]}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """One JSON object per line (``metrics.jsonl``, ``validation.jsonl`` of a training run)."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@dataclass
+class Evidence:
+    """One evidence run: its work folder, where the report goes, the checkout its commands run in."""
+
+    work: Path
+    docs: Path
+    root: Path
+    steps: int = 60  # optimiser steps per training run
+    state: dict = field(default_factory=dict)  # stage name -> its result (the stage files)
+
+    # ------------------------------------------------------------------------------------- commands
+    def run(self, args: list[str], log: Path, record: list) -> float:
+        """Run a command (output appended to ``log``); record its display form and wall time."""
+        start = time.perf_counter()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as handle:
+            handle.write(f"$ {shlex.join(args)}\n")
+            handle.flush()
+            done = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, env=single_threaded_env(),
+                                  cwd=self.root)
+        seconds = time.perf_counter() - start
+        shown = shlex.join(["goodsam" if a == "goodsam.cli" else a for a in args[2:]] if args[:3] == GOODSAM
+                           else args).replace(str(self.root) + "/", "")
+        record.append({"command": shown, "seconds": round(seconds, 1), "rc": done.returncode})
+        if done.returncode:
+            raise SystemExit(f"evidence: command failed (rc {done.returncode}), see {log}: {shown}")
+        return seconds
+
+    def parallel(self, commands: list[list[str]], log: Path, record: list) -> None:
+        """Run commands two at a time (one per core)."""
+        pending = list(commands)
+        while pending:
+            batch, pending = pending[:2], pending[2:]
+            procs = []
+            for k, args in enumerate(batch):
+                handle = open(log.with_suffix(f".{k}.log"), "a")  # noqa: SIM115 - closed after the wait below
+                procs.append((args, subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT,
+                                                     env=single_threaded_env(), cwd=self.root),
+                              time.perf_counter(), handle))
+            for args, proc, start, handle in procs:
+                rc = proc.wait()
+                handle.close()
+                record.append({"command": shlex.join(args[2:]),
+                               "seconds": round(time.perf_counter() - start, 1), "rc": rc})
+                if rc:
+                    raise SystemExit(f"evidence: command failed (rc {rc}), see {log}: {shlex.join(args)}")
+
+    # --------------------------------------------------------------------------------------- stages
+    def stage_data(self, record: list) -> dict:
+        work = self.work
+        root = find_asset("cityscapes")
+        images = sorted((root / "images").glob("*.jpg"))
+        aachen = [p for p in images if p.name.startswith("aachen_")]
+        frankfurt = [p for p in images if p.name.startswith("frankfurt_")]
+        shuffled = aachen[:80]
+        random.Random(1).shuffle(shuffled)
+        splits = {"train_a": (aachen[:80], 8, 0, ""), "train_b": (shuffled, 8, 1, "x"),
+                  "val": (aachen[80:], 5, 0, ""), "eval": (frankfurt, 5, 0, "")}
+        for split, (frames, per, seed, prefix) in splits.items():
+            src = link(frames, root / "labels", work / "frames" / split, prefix)
+            self.run([*GOODSAM, "data", "pinhole-to-erp", str(src), str(work / "proxy" / split),
+                      "--frames-per-pano", str(per), "--yaw-jitter", "2", "--split", split, "--seed",
+                      str(seed)], work / "logs" / "data.log", record)
+        train = work / "proxy" / "train" / "images"
+        train.mkdir(parents=True, exist_ok=True)
+        for split in ("train_a", "train_b"):
+            for path in sorted((work / "proxy" / split / "images").iterdir()):
+                if not (train / path.name).is_symlink():
+                    (train / path.name).symlink_to(path.resolve())
+        lab = find_asset("labelled_panorama")
+        image, label = fit_erp_band_labelled(load_rgb(lab / "cvrg_pano_0000.png"),
+                                             load_label(lab / "cvrg_pano_0000_categoryIds.png"), 400, 2048)
+        save_png(work / "cvrg" / "images" / "cvrg_pano_0000.png", image)
+        save_png(work / "cvrg" / "labels" / "cvrg_pano_0000_categoryIds.png", label)
+        real = work / "real"
+        for path in sorted(find_asset("panoramas").iterdir()):
+            save_png(real / f"{path.stem}.png", fit_erp_band(load_rgb(path), 400, 2048))
+        return {"train_panoramas": len(list(train.iterdir()))}
+
+    def stage_masks(self, record: list) -> dict:
+        work = self.work
+        for split in ("train", "val", "eval"):
+            self.parallel([[*GOODSAM, "masks", str(work / "proxy" / split / "images"),
+                            "--out", str(work / "masks" / split), "--config", CONFIG, "--points-per-side",
+                            str(POINTS), "--height", "400", "--width", "2048",
+                            "--shard", f"{k}/2"] for k in range(2)], work / "logs" / f"masks_{split}", record)
+        return {}
+
+    def stage_scale_sweep(self, record: list) -> dict:
+        val = self.work / "proxy" / "val"
+        out = self.work / "eval" / "scale_sweep"
+        self.parallel([eval_args(TA, val / "images", val / "labels", out / s, windows=True, scale=s)
+                       for s in SCALES], self.work / "logs" / "scale_sweep", record)
+        scores = {s: read_miou(out / s)["miou"] for s in SCALES}
+        chosen = max(SCALES, key=lambda s: scores[s])
+        return {"val_miou": scores, "chosen": chosen,
+                "rule": "the scale of the highest TA mIoU (sliding windows) on the aachen validation "
+                        "panoramas"}
+
+    def score_pseudo_labels(self, split: str, scale: str) -> dict:
+        """Every variant's pseudo-labels of one proxy split, TA windows at ``scale`` (in-process)."""
+        folder = self.work / "proxy" / split
+        dataset = open_labelled_set(images=folder / "images", labels=folder / "labels", label_pattern=PATTERN)
+        return score_labelled_set(build_segmenter(TA).eval(), dataset, self.work / "masks" / split, VARIANTS,
+                                  layout=sliding_windows(400, 2048, 512, 256), scale=scale)
+
+    def stage_fusion_select(self, record: list) -> dict:
+        start = time.perf_counter()
+        scale = self.state["scale_sweep"]["chosen"]
+        rows = self.score_pseudo_labels("val", scale)
+        record.append({"command": f"python benchmarks/evidence.py --only fusion_select (TA scale {scale})",
+                       "seconds": round(time.perf_counter() - start, 1), "rc": 0})
+        ctcf = [v for v in VARIANTS if v.method == "ctcf" and not v.confident_only]
+        best = max(ctcf, key=lambda v: rows[v.name]["miou"])
+        return {"rows": rows, "chosen": {"name": best.name, "ta_confidence": best.ta_confidence,
+                                         "uncertain": best.uncertain},
+                "rule": "among the CTCF variants, the highest pseudo-label mIoU on the aachen validation "
+                        "panoramas"}
+
+    def stage_fusion_eval(self, record: list) -> dict:
+        start = time.perf_counter()
+        rows = self.score_pseudo_labels("eval", self.state["scale_sweep"]["chosen"])
+        record.append({"command": "python benchmarks/evidence.py --only fusion_eval (in-process)",
+                       "seconds": round(time.perf_counter() - start, 1), "rc": 0})
+        return {"rows": rows}
+
+    def eval_jobs(self, name: str, model: str, *, windows: bool, scale: str = "1") -> list[tuple]:
+        """(key, folder, command) for the frankfurt proxy and the CVRG panorama."""
+        proxy, cvrg = self.work / "proxy" / "eval", self.work / "cvrg"
+        out = self.work / "eval"
+        return [(f"proxy/{name}", out / "proxy" / name,
+                 eval_args(model, proxy / "images", proxy / "labels", out / "proxy" / name, windows=windows,
+                           scale=scale)),
+                (f"cvrg/{name}", out / "cvrg" / name,
+                 eval_args(model, cvrg / "images", cvrg / "labels", out / "cvrg" / name, windows=windows,
+                           scale=scale, pattern="{stem}_categoryIds.png", class_map="categories7"))]
+
+    def run_evals(self, jobs: list[tuple], log: str, record: list) -> dict:
+        self.parallel([job[2] for job in jobs], self.work / "logs" / log, record)
+        return {key: read_miou(folder) for key, folder, _ in jobs}
+
+    def stage_eval_before(self, record: list) -> dict:
+        chosen = self.state["scale_sweep"]["chosen"]
+        jobs = [*self.eval_jobs("ta_whole_s1", TA, windows=False),
+                *self.eval_jobs("ta_windows_s1", TA, windows=True),
+                *self.eval_jobs("ta_windows_chosen", TA, windows=True, scale=chosen),
+                *self.eval_jobs("student_before", STUDENT, windows=False)]
+        return self.run_evals(jobs, "eval_before", record)
+
+    # --------------------------------------------------------------------------------- training runs
+    def base_overrides(self, fusion: bool, lr: str | None = None) -> list[str]:
+        """The settings every run shares; the chosen fusion safeguards only where eq. 5 uses the fusion.
+
+        The proxy's black fill is no target (``data.void_rgb``: it is not part of any scene); the schedule
+        decays over ``steps`` (``optim.decay_steps``), so a shorter run has the same learning rates."""
+        state = self.state
+        lr = lr or state["lr_select"]["chosen"]
+        out = [f"sam.settings.points_per_side={POINTS}", f"ta.scale={state['scale_sweep']['chosen']}",
+               "train.ta_ema=1.0", f"train.target_cache={self.work / 'targets'}", "train.checkpoint_every=10",
+               "loss.boundary_form=disagreement", "data.void_rgb=[0,0,0]", f"optim.decay_steps={self.steps}",
+               f"optim.student.lr={lr}"]
+        if fusion:
+            chosen = state["fusion_select"]["chosen"]
+            confidence = "null" if chosen["ta_confidence"] is None else chosen["ta_confidence"]
+            out += [f"fusion.ta_confidence={confidence}", f"fusion.uncertain={chosen['uncertain']}"]
+        return out
+
+    def train_args(self, out: Path, steps: int, val_every: int, overrides: list[str]) -> list[str]:
+        """The 2-process ``goodsam train`` command of one run, validated on the aachen panoramas."""
+        work = self.work
+        val = work / "proxy" / "val"
+        args = [*TORCHRUN, "-m", "goodsam.cli", "train", "--config", CONFIG,
+                "--data", str(work / "proxy" / "train" / "images"), "--masks", str(work / "masks" / "train"),
+                "--out", str(out), "--steps", str(steps), "--resume", "--no-progress",
+                "--val-images", str(val / "images"), "--val-labels", str(val / "labels"),
+                "--val-label-pattern", PATTERN, "--val-every", str(val_every)]
+        for item in overrides:
+            args += ["--set", item]
+        return args
+
+    def stage_lr_select(self, record: list) -> dict:
+        """The student's learning rate: eq. 4-only runs of SELECT_STEPS steps (same schedule as the full
+        runs), the higher aachen-validation mIoU at the last step wins; the winner's run continues as
+        ``run_eq4``."""
+        extra = RUNS["eq4"][0]
+        scores = {}
+        for lr in LEARNING_RATES:
+            out = self.work / "runs" / f"eq4_lr{lr}"
+            overrides = [*self.base_overrides(False, lr), *extra]
+            self.run(self.train_args(out, SELECT_STEPS, 10, overrides), self.work / "logs" / f"lr_{lr}.log",
+                     record)
+            lines = read_jsonl(out / "validation.jsonl")
+            scores[lr] = {"curve": [(r["step"], r["student"]["miou"]) for r in lines],
+                          "final": lines[-1]["student"]["miou"]}
+        chosen = max(LEARNING_RATES, key=lambda lr: scores[lr]["final"])
+        eq4 = self.work / "runs" / "eq4"
+        if not eq4.is_symlink():
+            eq4.symlink_to(f"eq4_lr{chosen}")
+        return {"scores": scores, "chosen": chosen, "steps": SELECT_STEPS,
+                "rule": f"the higher aachen-validation mIoU after {SELECT_STEPS} steps of the eq. 4-only run"}
+
+    def stage_run(self, record: list, name: str) -> dict:
+        extra, what = RUNS[name]
+        steps = self.steps
+        overrides = [*self.base_overrides("loss.eq5_student_ensemble=0" not in extra), *extra]
+        out = self.work / "runs" / name
+        seconds = self.run(self.train_args(out, steps, max(steps // 6, 1), overrides),
+                           self.work / "logs" / f"run_{name}.log", record)
+        results = self.run_evals(self.eval_jobs(f"student_{name}", str(out / "student"), windows=False),
+                                 f"eval_{name}", record)
+        val_curve = read_jsonl(out / "validation.jsonl")
+        losses = [m for m in read_jsonl(out / "metrics.jsonl") if "student" in m]
+        return {"what": what, "overrides": overrides, "train_seconds": seconds, "steps": steps,
+                "results": results,
+                "validation": [{"step": r["step"], "student": r["student"]["miou"]} for r in val_curve],
+                "loss_first": losses[0]["student"] if losses else None,
+                "loss_last": losses[-1]["student"] if losses else None}
+
+    def stage_overlays(self, record: list) -> dict:
+        """Input + TA (scale 1 and chosen, windows) + student before/after rows for the real panoramas,
+        one proxy evaluation panorama and the CVRG panorama (in categories); small PNGs under docs/results."""
+        work = self.work
+        start = time.perf_counter()
+        chosen = self.state["scale_sweep"]["chosen"]
+        ta, before = build_segmenter(TA).eval(), build_segmenter(STUDENT).eval()
+        after = load_model(work / "runs" / "full" / "student")
+        images = [("real_" + p.stem, load_rgb(p), None) for p in sorted((work / "real").glob("*.png"))]
+        proxy = sorted((work / "proxy" / "eval" / "images").glob("*.png"))[:1]
+        images += [("proxy_eval", load_rgb(p), None) for p in proxy]
+        images.append(("cvrg_categories", load_rgb(work / "cvrg" / "images" / "cvrg_pano_0000.png"),
+                       load_label(work / "cvrg" / "labels" / "cvrg_pano_0000_categoryIds.png")))
+        written = []
+        for name, image, categories in images:
+            rows = [("TA, windows, scale 1", predict_labels(ta, image, 512, 256)),
+                    (f"TA, windows, scale {chosen}", predict_labels(ta, image, 512, 256, scale=chosen)),
+                    ("student before (whole)", predict_labels(before, image)),
+                    ("student after, full run (whole)", predict_labels(after, image))]
+            if categories is not None:
+                rows = [(title, train_ids_as_categories(labels)) for title, labels in rows]
+                rows.insert(0, ("ground truth (categories)", categories_as_train_ids(categories)))
+            written.append(save_small_png(panel(image, rows), self.docs / "results" / f"{name}.png"))
+        record.append({"command": "python benchmarks/evidence.py --only overlays (in-process)",
+                       "seconds": round(time.perf_counter() - start, 1), "rc": 0})
+        return {"files": written}
+
+    def stage_diagnosis(self, record: list) -> dict:
+        """The student before training at the TA's chosen scale on aachen validation: how much of the TA's
+        gain from the scale the student's own weights could give (training side only)."""
+        val = self.work / "proxy" / "val"
+        out = self.work / "eval" / "diag" / "student_val_whole_s3"
+        self.run(eval_args(STUDENT, val / "images", val / "labels", out, windows=False, scale="3"),
+                 self.work / "logs" / "diagnosis.log", record)
+        return {"student_val_whole_s3": read_miou(out)}
+
+    # ---------------------------------------------------------------------------------------- driver
+    def run_stages(self, only: Collection[str] | None = None, redo: Collection[str] = ()) -> dict:
+        """Load the finished stages, run the missing ones (only ``only``, when given; ``redo`` again)."""
+        for stage in STAGES:
+            path = self.work / "stages" / f"{stage}.json"
+            if path.is_file() and stage not in redo:
+                self.state[stage] = json.loads(path.read_text())
+                continue
+            if only and stage not in only:
+                continue
+            print(f"[evidence] {stage} ...", flush=True)
+            record: list = []
+            start = time.perf_counter()
+            if stage == "report":
+                write_report(self.docs, self.state, self.root)
+                continue
+            if stage.startswith("run_"):
+                result = self.stage_run(record, stage[4:])
+            else:
+                result = getattr(self, f"stage_{stage}")(record)
+            result.update({"commands": record, "seconds": round(time.perf_counter() - start, 1),
+                           "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+            self.state[stage] = result
+            print(f"[evidence] {stage} done in {result['seconds']:.0f} s", flush=True)
+        return self.state
