@@ -19,9 +19,8 @@ import numpy as np
 from ablation_common import Settings, read_json, run_goodsam
 
 from goodsam.assets import find_asset
-from goodsam.imageio import list_images, load_label, load_rgb, save_png
-from goodsam.inference import resize_label
-from goodsam.train.data import fit_erp_band, resize_rgb
+from goodsam.imageio import list_images, load_label, load_rgb, resize_label, resize_rgb, save_png
+from goodsam.train.data import fit_erp_band
 
 LABELLED_STEM = "cvrg_pano_0000"
 

@@ -36,13 +36,13 @@ from evidence_report import write_report
 from goodsam.assets import find_asset
 from goodsam.evaluation import open_labelled_set
 from goodsam.evaluation.pseudo_labels import FusionVariant, PseudoLabelScorer, score_variants
-from goodsam.imageio import load_label, load_rgb, save_png
-from goodsam.inference import load_model, model_scale, predict_labels, resize_label
+from goodsam.imageio import load_label, load_rgb, resize_label, resize_rgb, save_png
+from goodsam.inference import load_model, model_scale, predict_labels
 from goodsam.panorama.windows import crop_windows, sliding_windows
 from goodsam.sam.cache import cache_path, load_panorama_masks
 from goodsam.segmenters import build_segmenter
 from goodsam.segmenters.scale import forward_at_scale
-from goodsam.train.data import fit_erp_band, resize_rgb
+from goodsam.train.data import fit_erp_band
 
 REPO = Path(__file__).resolve().parents[1]
 GOODSAM = [sys.executable, "-m", "goodsam.cli"]

@@ -31,11 +31,12 @@ from pathlib import Path
 import torch
 
 from goodsam.assets import find_asset
+from goodsam.devices import auto_device
 from goodsam.imageio import list_images, load_rgb, save_png
 from goodsam.profiling import StageTimer
 from goodsam.train.config import load_config
 from goodsam.train.data import ensure_masks, fit_erp_band
-from goodsam.train.trainer import Trainer, resolve_device
+from goodsam.train.trainer import Trainer
 
 PAPER_CONFIGS = ("goodsam-m", "goodsam-t", "goodsam-s")
 
@@ -76,7 +77,7 @@ def prepare_data(work: Path, config, count: int, device: str) -> tuple[Path, Pat
 def run_config(name: str, args: argparse.Namespace) -> dict:
     """Time ``args.steps`` training steps of config ``name``; per-stage seconds of every step."""
     config = load_config(name, config_overrides(name, args.points, args.batch, args.set))
-    device = str(resolve_device(args.device))
+    device = str(auto_device(args.device))
     data, masks = prepare_data(args.work, config, max(args.batch, args.panoramas), device)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, data, masks, run_dir, device=device, progress=False, tensorboard=False)
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in configs:
         args.device = requested_device or ("cpu" if name.startswith("nano") else "auto")
         print(f"{name}: {args.steps} step(s), batch {args.batch}, {torch.get_num_threads()} thread(s), "
-              f"device {resolve_device(args.device)}", flush=True)
+              f"device {auto_device(args.device)}", flush=True)
         results.append(run_config(name, args))
     table = stage_table(results)
     print("\nseconds per training step by stage (first: loads and decodes the masks; median: later steps)")

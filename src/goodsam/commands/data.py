@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,8 @@ from tqdm import tqdm
 
 from goodsam.classes import LABELID_TO_TRAINID_LUT
 from goodsam.errors import ConfigError, ImageError
-from goodsam.evaluation.datasets import CITYSCAPES_SUFFIX, Sample, cityscapes_sample
+from goodsam.evaluation.datasets import CITYSCAPES_SUFFIX, LabelledSample, cityscapes_sample
+from goodsam.fileio import atomic_write_text
 from goodsam.imageio import IMAGE_SUFFIXES, load_label, load_rgb, save_png
 from goodsam.panorama.projection import (
     CITYSCAPES_INTRINSICS,
@@ -32,7 +32,7 @@ def _missing_labels_error(missing: list[tuple[str, Path]]) -> ImageError:
     return ImageError(f"{len(missing)} image(s) have no label, e.g. {stem} (expected {expected})")
 
 
-def find_plain_frames(src: Path) -> list[Sample]:
+def find_plain_frames(src: Path) -> list[LabelledSample]:
     """``src/images/<stem>.<ext>`` with ``src/labels/<stem>_trainIds.png``."""
     image_dir, label_dir = src / "images", src / "labels"
     if not image_dir.is_dir():
@@ -46,7 +46,7 @@ def find_plain_frames(src: Path) -> list[Sample]:
     for path in images:
         label = label_dir / f"{path.stem}_trainIds.png"
         if label.is_file():
-            frames.append(Sample(path.stem, path, label))
+            frames.append(LabelledSample(path.stem, path, label))
         else:
             missing.append((path.stem, label))
     if missing:
@@ -54,7 +54,7 @@ def find_plain_frames(src: Path) -> list[Sample]:
     return sorted(frames, key=lambda f: f.name)
 
 
-def find_cityscapes_frames(src: Path, split: str) -> list[Sample]:
+def find_cityscapes_frames(src: Path, split: str) -> list[LabelledSample]:
     """``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` with ``gtFine/...labelTrainIds.png``
     (or ``labelIds.png``, mapped to trainIds)."""
     image_root = src / "leftImg8bit" / split
@@ -77,7 +77,7 @@ def find_cityscapes_frames(src: Path, split: str) -> list[Sample]:
     return sorted(frames, key=lambda f: f.name)
 
 
-def find_frames(src: Path, layout: str, split: str | None) -> tuple[str, list[Sample]]:
+def find_frames(src: Path, layout: str, split: str | None) -> tuple[str, list[LabelledSample]]:
     """Resolve ``layout`` (auto: cityscapes if ``leftImg8bit/`` exists) and list the frames by stem."""
     if not src.is_dir():
         raise ImageError(f"no such folder: {src}")
@@ -150,9 +150,7 @@ def _load_manifest(path: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def _same(old: dict | None, new: dict) -> bool:

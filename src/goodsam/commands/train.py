@@ -17,10 +17,11 @@ def run_train(config: str, data: Path, masks: Path, out: Path, *, steps: int | N
     """Library form of the command: masks first (missing ones only), then training; returns the result.
 
     ``val_images``/``val_labels``: a labelled set scored every ``val_every`` steps (student and TA)."""
+    from goodsam.devices import auto_device
     from goodsam.train.config import load_config
     from goodsam.train.data import ensure_masks
     from goodsam.train.distributed import barrier, init_distributed
-    from goodsam.train.trainer import resolve_device, train
+    from goodsam.train.trainer import train
     from goodsam.train.validation import Validation
 
     if (val_images is None) != (val_labels is None):
@@ -34,7 +35,7 @@ def run_train(config: str, data: Path, masks: Path, out: Path, *, steps: int | N
         if steps < 0:
             raise ConfigError(f"--steps must be >= 0, got {steps}")
         cfg.train.steps = steps
-    torch_device = resolve_device(device, info)
+    torch_device = auto_device(device, info.local_rank)
     ensure_masks(cfg, data, masks, device=str(torch_device), rank=info.rank, world_size=info.world_size,
                  progress=progress and info.is_main)
     barrier()

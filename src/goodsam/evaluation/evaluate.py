@@ -12,8 +12,8 @@ from goodsam.classes import LABELID_TO_TRAINID_LUT
 from goodsam.evaluation.class_maps import ClassMap, LabelError
 from goodsam.evaluation.datasets import LabelledSet
 from goodsam.evaluation.metrics import ConfusionMatrix, Scores
-from goodsam.imageio import load_label, save_png
-from goodsam.inference import ProgressCallback, SegmentationModel, predict_labels, resize_label
+from goodsam.imageio import load_label, resize_label, save_png
+from goodsam.inference import ProgressCallback, SegmentationModel, predict_labels
 
 
 @dataclass

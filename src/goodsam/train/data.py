@@ -1,7 +1,8 @@
 """Training data: panoramas resized to a fixed ERP band, their cached SAM masks, and the batch order.
 
-* Images are read as 8-bit RGB and resized (bilinear, PIL) to the config's ``height x width`` exactly as
-  ``goodsam masks --height --width`` does, so the cached masks line up with what the models see.
+* Images are read as 8-bit RGB and resized to the config's ``height x width`` with
+  :func:`goodsam.imageio.resize_rgb`, the rule ``goodsam masks --height --width`` uses, so the cached
+  masks line up with what the models see.
 * :func:`fit_erp_band` prepares arbitrary panoramas as a fixed ERP band (used by ``goodsam demo``).
 * Batches are a pure function of ``(seed, step)`` (:func:`global_indices`): epoch ``e`` visits the
   images in the permutation ``default_rng([seed, e])``; rank ``r`` of ``R`` takes the ``r``-th equal
@@ -17,24 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from goodsam.dar import boundary_from_masks
 from goodsam.errors import ConfigError
-from goodsam.imageio import list_images, load_rgb
+from goodsam.imageio import list_images, load_rgb, resize_rgb
 from goodsam.panorama.windows import WindowLayout
 from goodsam.sam.base import MaskSet
 from goodsam.sam.cache import cache_path, load_panorama_masks, mismatches, read_meta
 
 # SAM settings that do not change the masks (batching only): ignored when checking a cache.
 MASK_NEUTRAL_SETTINGS = ("points_per_batch",)
-
-
-def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of an ``(H, W, 3)`` uint8 image (the masks stage's rule); unchanged if same size."""
-    if image.shape[:2] == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
 def fit_erp_band(image: np.ndarray, height: int = 400, width: int = 2048) -> np.ndarray:
@@ -74,7 +67,7 @@ def rank_indices(indices: list[int], rank: int, world_size: int) -> list[int]:
 
 
 @dataclass
-class Sample:
+class TrainingSample:
     """One training panorama: image ``(3, H, W)`` uint8, SAM masks per window, ``B_SAM`` per overlap."""
 
     index: int
@@ -93,7 +86,7 @@ class PanoramaDataset:
         self.masks_dir = Path(masks_dir)
         self.layout = layout
         self.keep = max(1, keep_in_memory)
-        self._cache: OrderedDict[int, Sample] = OrderedDict()
+        self._cache: OrderedDict[int, TrainingSample] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -106,7 +99,7 @@ class PanoramaDataset:
         image = resize_rgb(load_rgb(self.paths[index]), self.layout.height, self.layout.width)
         return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
-    def _load(self, index: int) -> Sample:
+    def _load(self, index: int) -> TrainingSample:
         path = self.paths[index]
         cached = load_panorama_masks(cache_path(self.masks_dir, path))
         if cached.layout != self.layout:
@@ -114,9 +107,9 @@ class PanoramaDataset:
             raise ConfigError(f"masks for {path.name} in {self.masks_dir} were computed for windows {have}, "
                               f"training uses {want}; use another masks folder or recompute them")
         boundaries = [boundary_from_masks(m) for m in cached.overlaps]
-        return Sample(index, path.name, self.load_image(index), cached.windows, boundaries)
+        return TrainingSample(index, path.name, self.load_image(index), cached.windows, boundaries)
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index: int) -> TrainingSample:
         if index in self._cache:
             self._cache.move_to_end(index)
             return self._cache[index]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from goodsam.train.checkpoint import atomic_write_text
+from goodsam.fileio import atomic_write, atomic_write_text
 
 CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
                  (140, 86, 75), (227, 119, 194), (23, 190, 207))
@@ -129,7 +129,6 @@ def plot_loss_curve(records: list[dict], path: Path, keys: tuple[str, ...] = ("t
         x0 = margin_l + 10 + 110 * i
         draw.line([x0, 14, x0 + 18, 14], fill=colour, width=3)
         draw.text((x0 + 24, 8), key, fill=colour)
-    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp.png")
-    image.save(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        image.save(handle, format="PNG")
     return Path(path)

@@ -19,6 +19,7 @@ from torch import nn
 from goodsam.errors import ConfigError
 from goodsam.evaluation import ClassMap, LabelledSet, evaluate, get_class_map, open_labelled_set
 from goodsam.evaluation.evaluate import check_labels
+from goodsam.fileio import atomic_write
 
 
 @dataclass
@@ -88,8 +89,7 @@ def plot_validation_curve(records: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return Path(path)
