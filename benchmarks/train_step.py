@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from goodsam.devices import auto_device
 from goodsam.experiments.train_step import config_overrides, stage_table, time_config
-from goodsam.train.trainer import resolve_device
 
 
 def print_step(step: int, timing) -> None:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     results = []
     for name in args.config or ["nano-s0.5"]:
-        device = resolve_device(args.device or ("cpu" if name.startswith("nano") else "auto"))
+        device = auto_device(args.device or ("cpu" if name.startswith("nano") else "auto"))
         print(f"{name}: {args.steps} step(s), batch {args.batch}, {torch.get_num_threads()} thread(s), "
               f"device {device}", flush=True)
         overrides = config_overrides(name, args.points, args.batch, args.set)

@@ -14,9 +14,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     {"errors", "classes"},
     {"fileio", "devices", "fastops", "profiling"},
-    {"imageio", "assets", "model_format"},
+    {"imageio", "assets"},
     {"panorama", "visualize"},
     {"sam", "segmenters"},            # SAM masks + TA logits
+    {"model_format"},                 # an exported model's folder (save / load)
     {"dar", "inference"},             # DAR (eq. 1-3); running a model on images
     {"mka", "export", "predict"},     # MKA (eq. 4-9); ONNX export; predictions on folders
     {"evaluation"},

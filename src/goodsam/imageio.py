@@ -1,4 +1,9 @@
-"""Reading and writing images with checks that turn bad files into one-line errors."""
+"""Reading, writing and resizing images, with checks that turn bad files into one-line errors.
+
+The resize rules live here once, so that everything that must line up (the SAM mask cache and the
+training images, predictions and labels) resizes the same way: :func:`target_size` picks the size,
+:func:`resize_rgb` (bilinear) and :func:`resize_label` (nearest neighbour) apply it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from goodsam.errors import ConfigError, ImageError
+from goodsam.fileio import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -68,11 +74,40 @@ def load_label(path: str | os.PathLike) -> np.ndarray:
 def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Write a uint8 HxW or HxWx3 array as PNG atomically (write to a temp file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        Image.fromarray(np.ascontiguousarray(array)).save(handle, format="PNG")
     return path
+
+
+def target_size(height: int, width: int, new_height: int | None, new_width: int | None) -> tuple[int, int]:
+    """The size an ``height x width`` image is resized to: both given -> exactly that; one given -> the
+    other follows the aspect ratio (rounded, at least 1); none -> unchanged."""
+    for name, value in (("height", new_height), ("width", new_width)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be positive, got {value}")
+    if new_height and new_width:
+        return new_height, new_width
+    if new_height:
+        return new_height, max(1, round(width * new_height / height))
+    if new_width:
+        return max(1, round(height * new_width / width)), new_width
+    return height, width
+
+
+def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 image resized to ``height x width`` (bilinear, PIL); the image itself if it
+    already has that size."""
+    if image.shape[:2] == (height, width):
+        return image
+    return np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An ``(H, W)`` label map resized to ``height x width`` (nearest neighbour, so no new class ids); the
+    map itself if it already has that size."""
+    if label.shape[:2] == (height, width):
+        return label
+    return np.array(Image.fromarray(label).resize((width, height), Image.NEAREST))
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -107,25 +142,3 @@ def check_image_size(path: str | os.PathLike, height: int, width: int, minimum: 
     if min(height, width) < minimum:
         raise ImageError(f"{path}: image is {width}x{height} pixels; {needed_by} needs at least {minimum} "
                          "pixels on each side")
-
-
-def target_size(height: int, width: int, new_height: int | None, new_width: int | None) -> tuple[int, int]:
-    """The size rule: both given -> exactly that; one given -> keep the aspect ratio; none -> unchanged."""
-    for name, value in (("height", new_height), ("width", new_width)):
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name} must be positive, got {value}")
-    if new_height and new_width:
-        return new_height, new_width
-    if new_height:
-        return new_height, max(1, round(width * new_height / height))
-    if new_width:
-        return max(1, round(height * new_width / width)), new_width
-    return height, width
-
-
-def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize (PIL) of an ``(H, W, 3)`` uint8 image; the same array when already that size.
-    The one resize of images for SAM and the models, so cached masks line up with what models see."""
-    if image.shape[:2] == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))

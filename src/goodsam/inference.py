@@ -5,7 +5,8 @@
 * a zoo name (``espnetv2-s0.5`` … ``espnetv2-s2.0``, ``segformer-b0`` … ``segformer-b5``);
 * a SegFormer Hugging Face hub id (``nvidia/segformer-b0-finetuned-cityscapes-1024-1024``) or a local
   directory holding such a model (``config.json`` + weights);
-* a goodsam checkpoint directory (``model.safetensors`` + ``goodsam_model.json`` with ``architecture``);
+* an exported goodsam model directory (``model.safetensors`` + ``goodsam_model.json``, see
+  :mod:`goodsam.model_format`);
 * an ``.onnx`` file written by ``goodsam export`` (run with ONNX Runtime).
 
 Every loaded model has ``segment(images uint8 (B,3,H,W)) -> SegmenterOutput`` with logits at the input
@@ -14,7 +15,6 @@ resolution, so prediction, evaluation and export share one code path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -22,16 +22,17 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from goodsam.devices import resolve_device
 from goodsam.errors import AssetError, ConfigError
-from goodsam.imageio import MIN_IMAGE_SIDE, check_image_size
+from goodsam.imageio import MIN_IMAGE_SIDE, check_image_size, resize_rgb
+from goodsam.imageio import resize_label as resize_label  # re-exported: its old home
+from goodsam.model_format import MODEL_CONFIG, MODEL_WEIGHTS, is_exported_model, load_exported_model
 from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows, stitch_windows
-from goodsam.segmenters.base import Segmenter, SegmenterOutput
+from goodsam.segmenters import build_segmenter
+from goodsam.segmenters.base import SegmenterOutput
 from goodsam.segmenters.scale import forward_at_scale, resolve_scale
 
-CHECKPOINT_CONFIG = "goodsam_model.json"
-CHECKPOINT_WEIGHTS = "model.safetensors"
 ONNX_INPUT = "images"
 ONNX_OUTPUT = "logits"
 
@@ -43,19 +44,6 @@ class SegmentationModel(Protocol):
     num_classes: int
 
     def segment(self, images: torch.Tensor) -> SegmenterOutput: ...
-
-
-def resolve_device(device: str) -> torch.device:
-    """``cpu``/``cuda``/``cuda:N`` -> a torch device, with a clear error when CUDA is absent."""
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{device}'; use cpu or cuda") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    if resolved.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device '{device}'; use cpu or cuda")
-    return resolved
 
 
 def set_threads(threads: int | None) -> None:
@@ -122,52 +110,6 @@ class OnnxSegmenter:
         return SegmenterOutput(torch.from_numpy(logits))
 
 
-def _build(name: str, weights: str | Path | None = None, pretrained: bool = True,
-           device: str = "cpu") -> Segmenter:
-    try:
-        from goodsam.segmenters import build_segmenter
-    except ImportError:
-        raise ConfigError("the model zoo (goodsam.segmenters.build_segmenter) is not available in this "
-                          "installation") from None
-    return build_segmenter(name, weights=weights, pretrained=pretrained, device=device)
-
-
-def load_checkpoint(directory: Path, device: str = "cpu") -> Segmenter:
-    """A goodsam checkpoint directory (``model.safetensors`` + ``goodsam_model.json``) -> model."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    config_path, weights_path = directory / CHECKPOINT_CONFIG, directory / CHECKPOINT_WEIGHTS
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AssetError(f"cannot read {config_path}: {exc}") from None
-    architecture = config.get("architecture") if isinstance(config, dict) else None
-    if not isinstance(architecture, str):
-        raise AssetError(f"{config_path} has no 'architecture' (the segmenter name, e.g. espnetv2-s0.5)")
-    if not weights_path.is_file():
-        raise AssetError(f"checkpoint {directory} has no {CHECKPOINT_WEIGHTS}")
-    model = _build(architecture, pretrained=False, device="cpu")
-    if int(config.get("num_classes", model.num_classes)) != model.num_classes:
-        raise AssetError(f"{config_path}: num_classes {config['num_classes']} but {architecture} predicts "
-                         f"{model.num_classes} classes")
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError) as exc:
-        raise AssetError(f"cannot read {weights_path}: corrupt safetensors file ({exc})") from None
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    reshaped = [key for key in expected if key in state and state[key].shape != expected[key].shape]
-    if missing or unexpected or reshaped:
-        raise AssetError(
-            f"{weights_path} does not match architecture {architecture}: {len(missing)} missing, "
-            f"{len(unexpected)} unexpected and {len(reshaped)} mis-shaped tensors (e.g. "
-            f"{(missing or unexpected or reshaped)[0]})")
-    model.load_state_dict(state, strict=True)
-    return model.to(resolve_device(device))
-
-
 def load_model(name_or_path: str | Path, device: str = "cpu", weights: str | Path | None = None,
                onnx_threads: int | None = None) -> SegmentationModel:
     """Load a model by zoo name, SegFormer hub id/dir, checkpoint directory or ``.onnx`` file (eval mode)."""
@@ -177,19 +119,19 @@ def load_model(name_or_path: str | Path, device: str = "cpu", weights: str | Pat
     if path.exists():
         if path.is_file() and path.suffix.lower() == ".onnx":
             return OnnxSegmenter(path, device=device, threads=onnx_threads)
-        if path.is_file() and path.name in (CHECKPOINT_WEIGHTS, CHECKPOINT_CONFIG):
+        if path.is_file() and path.name in (MODEL_WEIGHTS, MODEL_CONFIG):
             path = path.parent
-        if path.is_dir() and (path / CHECKPOINT_CONFIG).is_file():
-            model = load_checkpoint(path, device=device)
+        if path.is_dir() and is_exported_model(path):
+            model = load_exported_model(path, device=device)
         elif path.is_dir() and (path / "config.json").is_file():  # a Hugging Face SegFormer directory
-            model = _build(str(path), device=device)
+            model = build_segmenter(str(path), device=device)
         else:
             raise AssetError(f"{path} is not a model: expected an .onnx file, a goodsam checkpoint directory "
-                             f"({CHECKPOINT_WEIGHTS} + {CHECKPOINT_CONFIG}) or a SegFormer directory")
+                             f"({MODEL_WEIGHTS} + {MODEL_CONFIG}) or a SegFormer directory")
     elif text.lower().endswith((".onnx", ".safetensors", ".pth", ".pt")):
         raise AssetError(f"model file {path} not found")
     else:  # a zoo name, or a SegFormer hub id such as nvidia/segformer-b0-finetuned-cityscapes-1024-1024
-        model = _build(text, weights=weights, device=device)
+        model = build_segmenter(text, weights=weights, device=device)
     return model.eval()
 
 
@@ -201,20 +143,6 @@ def model_device(model: SegmentationModel) -> torch.device:
             tensor = next(model.parameters(), None)
         return tensor.device if tensor is not None else torch.device("cpu")
     return torch.device("cpu")
-
-
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """HxWx3 uint8 -> height x width (bilinear); unchanged if already that size."""
-    if image.shape[:2] == (height, width):
-        return image
-    return np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-
-
-def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
-    """HxW label map -> height x width (nearest neighbour); unchanged if already that size."""
-    if label.shape[:2] == (height, width):
-        return label
-    return np.array(Image.fromarray(label).resize((width, height), Image.NEAREST))
 
 
 def _segment_logits(model: SegmentationModel, batch: torch.Tensor) -> torch.Tensor:
@@ -276,7 +204,7 @@ def predict_labels(model: SegmentationModel, image: np.ndarray, window: int | No
     """HxW uint8 trainIds for one image; ``size`` (h, w) resizes the input first, ``output_size``
     resizes the logits (bilinear) before the argmax; ``scale`` as in :func:`predict_logits`."""
     if size is not None:
-        image = resize_image(image, *size)
+        image = resize_rgb(image, *size)
     logits = predict_logits(model, image, window, stride, wrap, scale=scale)
     if output_size is not None and tuple(logits.shape[-2:]) != tuple(output_size):
         logits = F.interpolate(logits[None], size=output_size, mode="bilinear", align_corners=False)[0]

@@ -17,7 +17,7 @@ import numpy as np
 
 from goodsam.classes import CITYSCAPES_CLASSES
 from goodsam.errors import BatchError, ConfigError, GoodSAMError, ImageError
-from goodsam.imageio import list_images, load_rgb, save_png
+from goodsam.imageio import list_images, load_rgb, save_png, target_size
 from goodsam.inference import ProgressCallback, SegmentationModel, check_input_size, predict_labels
 from goodsam.visualize import GalleryItem, overlay, present_classes, save_thumbnail, write_gallery
 
@@ -53,17 +53,11 @@ def _inference_size(model: SegmentationModel, image: np.ndarray,
     """The (h, w) to run at: the user's --height/--width (one of them keeps the aspect ratio), else
     the fixed height an ONNX model was exported for, else None (native size)."""
     height, width = size
-    fixed = getattr(model, "fixed_height", None)
-    if height is None and width is None and fixed is None:
-        return None
-    h, w = image.shape[:2]
     if height is None and width is None:
-        height = fixed
-    if height is None:
-        height = max(1, round(h * width / w))
-    if width is None:
-        width = max(1, round(w * height / h))
-    return (height, width)
+        height = getattr(model, "fixed_height", None)
+        if height is None:
+            return None
+    return target_size(*image.shape[:2], height, width)
 
 
 def predict_images(model: SegmentationModel, inputs: list[str | Path], out_dir: str | Path, *,

@@ -20,6 +20,8 @@ from goodsam.classes import (
     TRAINID_TO_CATEGORY,
     colorize,
 )
+from goodsam.fileio import atomic_write, atomic_write_text
+from goodsam.imageio import resize_rgb, target_size
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -82,14 +84,11 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, with_lege
 
 def save_thumbnail(image: np.ndarray, path: Path, max_width: int = 640) -> Path:
     """A JPEG at most ``max_width`` wide (aspect kept), written atomically."""
-    picture = Image.fromarray(image)
-    if picture.width > max_width:
-        picture = picture.resize((max_width, max(1, round(picture.height * max_width / picture.width))),
-                                 Image.BILINEAR)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    picture.save(tmp, format="JPEG", quality=88)
-    os.replace(tmp, path)
+    height, width = image.shape[:2]
+    if width > max_width:
+        image = resize_rgb(image, *target_size(height, width, None, max_width))
+    with atomic_write(path) as handle:
+        Image.fromarray(image).save(handle, format="JPEG", quality=88)
     return path
 
 
@@ -216,8 +215,4 @@ def write_gallery(items: list[GalleryItem], out_dir: Path, title: str = "goodsam
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1><div class=\"meta\">{html.escape(subtitle)}</div>"
         f"<div class=\"grid\">{''.join(figures)}</div></body></html>\n")
-    path = out_dir / "index.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(out_dir / "index.html", page)

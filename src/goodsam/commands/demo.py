@@ -149,10 +149,11 @@ def run_demo(out: Path, steps: int | None = None, config: str = "nano-s0.5", ove
     equals a one-process run (DDP averages the same global batch). On a GPU: one process.
     """
     from goodsam.assets import find_asset
+    from goodsam.devices import auto_device
     from goodsam.train.config import load_config
     from goodsam.train.monitor import read_metrics
     from goodsam.train.pipeline import ensure_masks
-    from goodsam.train.trainer import resolve_device, train
+    from goodsam.train.trainer import train
 
     out = Path(out)
     cfg = load_config(config, list(overrides))
@@ -160,7 +161,7 @@ def run_demo(out: Path, steps: int | None = None, config: str = "nano-s0.5", ove
         if steps < 0:
             raise ConfigError(f"--steps must be >= 0, got {steps}")
         cfg.train.steps = steps
-    torch_device = str(resolve_device(device))
+    torch_device = str(auto_device(device))
     if workers is None:
         workers = 1 if torch_device != "cpu" else default_workers(cfg.data.batch_size)
     if workers < 1 or cfg.data.batch_size % workers:

@@ -37,7 +37,7 @@ LAYOUTS = ("auto", "densepass", "wildpass", "cityscapes", "folder")
 
 
 @dataclass(frozen=True)
-class Sample:
+class LabelledSample:
     """One image and its label file; ``label_ids`` marks Cityscapes labelIds to convert to trainIds."""
 
     name: str
@@ -52,12 +52,12 @@ class LabelledSet:
 
     layout: str
     source: str
-    samples: tuple[Sample, ...]
+    samples: tuple[LabelledSample, ...]
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    def load(self, sample: LabelledSample) -> tuple[np.ndarray, np.ndarray]:
         """(HxWx3 uint8 RGB image, HxW uint8 label) with sizes checked; labelIds converted."""
         image = load_rgb(sample.image)
         label = load_label(sample.label)
@@ -90,7 +90,7 @@ def _missing(image: Path, expected: list[Path]) -> LabelError:
     return LabelError(f"no label for image {image} (expected {tried})")
 
 
-def _paired(root: Path, split: str, candidates: Callable[[Path, Path], list[Path]]) -> list[Sample]:
+def _paired(root: Path, split: str, candidates: Callable[[Path, Path], list[Path]]) -> list[LabelledSample]:
     """Every image under ``leftImg8bit/<split>`` with the first existing of ``candidates(image, folder)``
     (label paths in the mirrored ``gtFine/<split>`` folder)."""
     image_dir, label_dir = _split_dirs(root, split)
@@ -100,11 +100,11 @@ def _paired(root: Path, split: str, candidates: Callable[[Path, Path], list[Path
         label = next((c for c in options if c.is_file()), None)
         if label is None:
             raise _missing(image, options)
-        samples.append(Sample(str(image.relative_to(image_dir)), image, label))
+        samples.append(LabelledSample(str(image.relative_to(image_dir)), image, label))
     return samples
 
 
-def _densepass(root: Path, split: str) -> list[Sample]:
+def _densepass(root: Path, split: str) -> list[LabelledSample]:
     def candidates(image: Path, folder: Path) -> list[Path]:
         stem = image.stem[:-1] if image.stem.endswith("_") else image.stem
         return [folder / f"{stem}_labelTrainIds.png"]
@@ -112,7 +112,7 @@ def _densepass(root: Path, split: str) -> list[Sample]:
     return _paired(root, split, candidates)
 
 
-def _wildpass(root: Path, split: str) -> list[Sample]:
+def _wildpass(root: Path, split: str) -> list[LabelledSample]:
     return _paired(root, split, lambda image, folder: [folder / f"{image.stem}_labelTrainIds.png",
                                                         folder / f"{image.stem}.png"])
 
@@ -120,7 +120,7 @@ def _wildpass(root: Path, split: str) -> list[Sample]:
 CITYSCAPES_SUFFIX = "_leftImg8bit"
 
 
-def cityscapes_sample(image: Path, label_folder: Path) -> tuple[Sample | None, list[Path]]:
+def cityscapes_sample(image: Path, label_folder: Path) -> tuple[LabelledSample | None, list[Path]]:
     """A Cityscapes ``<base>_leftImg8bit`` image with its ``gtFine`` label in ``label_folder``
     (``labelTrainIds``, else ``labelIds`` to be mapped), named ``<base>``; None if neither exists.
     Also returns the label paths looked for."""
@@ -129,13 +129,13 @@ def cityscapes_sample(image: Path, label_folder: Path) -> tuple[Sample | None, l
     label_ids = label_folder / f"{base}_gtFine_labelIds.png"
     expected = [train_ids, label_ids]
     if train_ids.is_file():
-        return Sample(base, image, train_ids), expected
+        return LabelledSample(base, image, train_ids), expected
     if label_ids.is_file():
-        return Sample(base, image, label_ids, label_ids=True), expected
+        return LabelledSample(base, image, label_ids, label_ids=True), expected
     return None, expected
 
 
-def _cityscapes(root: Path, split: str) -> list[Sample]:
+def _cityscapes(root: Path, split: str) -> list[LabelledSample]:
     image_dir, label_dir = _split_dirs(root, split)
     samples = []
     for image in _images_under(image_dir):
@@ -152,7 +152,7 @@ def _pattern_glob(pattern: str) -> str:
     return pattern.replace("{stem}", "*").replace("{name}", "*")
 
 
-def _folder(images: Path, labels: Path, pattern: str) -> list[Sample]:
+def _folder(images: Path, labels: Path, pattern: str) -> list[LabelledSample]:
     if "{stem}" not in pattern and "{name}" not in pattern:
         raise ConfigError(f"--label-pattern '{pattern}' must contain {{stem}} (the image name without "
                           "extension), e.g. '{stem}_trainIds.png'")
@@ -174,7 +174,7 @@ def _folder(images: Path, labels: Path, pattern: str) -> list[Sample]:
             raise ConfigError(f"--label-pattern '{pattern}' names the image {image} itself as its label")
         if not label.is_file():
             raise _missing(image, [label])
-        samples.append(Sample(image.stem, image, label))
+        samples.append(LabelledSample(image.stem, image, label))
     return samples
 
 
@@ -234,7 +234,7 @@ def _missing_labels_error(missing: list[tuple[str, Path]]) -> ImageError:
     return ImageError(f"{len(missing)} image(s) have no label, e.g. {stem} (expected {expected})")
 
 
-def find_plain_frames(src: Path) -> list[Sample]:
+def find_plain_frames(src: Path) -> list[LabelledSample]:
     """``src/images/<stem>.<ext>`` with ``src/labels/<stem>_trainIds.png``."""
     image_dir, label_dir = src / "images", src / "labels"
     if not image_dir.is_dir():
@@ -248,7 +248,7 @@ def find_plain_frames(src: Path) -> list[Sample]:
     for path in images:
         label = label_dir / f"{path.stem}_trainIds.png"
         if label.is_file():
-            frames.append(Sample(path.stem, path, label))
+            frames.append(LabelledSample(path.stem, path, label))
         else:
             missing.append((path.stem, label))
     if missing:
@@ -256,7 +256,7 @@ def find_plain_frames(src: Path) -> list[Sample]:
     return sorted(frames, key=lambda f: f.name)
 
 
-def find_cityscapes_frames(src: Path, split: str) -> list[Sample]:
+def find_cityscapes_frames(src: Path, split: str) -> list[LabelledSample]:
     """``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` with ``gtFine/...labelTrainIds.png``
     (or ``labelIds.png``, mapped to trainIds)."""
     image_root = src / "leftImg8bit" / split
@@ -279,7 +279,7 @@ def find_cityscapes_frames(src: Path, split: str) -> list[Sample]:
     return sorted(frames, key=lambda f: f.name)
 
 
-def find_frames(src: Path, layout: str, split: str | None) -> tuple[str, list[Sample]]:
+def find_frames(src: Path, layout: str, split: str | None) -> tuple[str, list[LabelledSample]]:
     """Resolve ``layout`` (auto: cityscapes if ``leftImg8bit/`` exists) and list the frames by stem."""
     if not src.is_dir():
         raise ImageError(f"no such folder: {src}")

@@ -12,14 +12,8 @@ from goodsam.errors import BatchError, GoodSAMError
 from goodsam.evaluation.class_maps import ClassMap, LabelError
 from goodsam.evaluation.datasets import LabelledSet, Sample
 from goodsam.evaluation.metrics import ConfusionMatrix, Scores
-from goodsam.imageio import image_size, load_label, save_png
-from goodsam.inference import (
-    ProgressCallback,
-    SegmentationModel,
-    check_input_size,
-    predict_labels,
-    resize_label,
-)
+from goodsam.imageio import image_size, load_label, resize_label, save_png
+from goodsam.inference import ProgressCallback, SegmentationModel, check_input_size, predict_labels
 
 
 @dataclass

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from goodsam.evaluation.evaluate import EvalResult
+from goodsam.fileio import atomic_write
 
 ABSENT = "—"
 
@@ -71,10 +71,8 @@ def plot_confusion(result: EvalResult, path: Path, title: str = "") -> Path:
     title = title or f"confusion (row-normalised), mIoU {_cell(result.to_json()['miou'])}"
     axes.set_title(title, fontsize=10)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        figure.savefig(handle, format="png")
     return path
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from goodsam.assets import find_asset
-from goodsam.sam import MaskSet
+from goodsam.sam import MaskSet, fast_decoder
 
 PANORAMAS = ("pass_1027U_0.png", "pass_1210U_1.png", "pass_7100U_1.png")
 WINDOW_X0 = (0, 768, 1536)  # window k: panorama k % 3, columns WINDOW_X0[k % 3] .. + 512
@@ -149,8 +149,6 @@ def sgemm_rate() -> float:
 def decoder_floor(fast, image: np.ndarray) -> dict[str, float]:
     """Per-prompt FLOPs (matrix products, counted with ``torch.utils.flop_counter``) and single-thread
     time of the fast decoder's two stages on ``image``, and this core's float32 matrix-product rate."""
-    from goodsam.sam import fast_decoder
-
     model, decoder, chunk = fast.sam.model, fast.decoder, fast.prompts_per_call
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -7,9 +7,10 @@ mask and packed with ``np.packbits``), ``shape`` ``[N, H, w]``, ``area``, ``iou`
 sha256, generator implementation, every :class:`AMGSettings` value, the window layout, the (resized)
 image size and the source image's name, sha256 and size in bytes.
 
-Files are written atomically (a temporary file in the same folder, then ``os.replace``): a run killed
-mid-write leaves no file under the final name. A cache made with another model, weights, settings,
-layout, size or image is refused (:func:`check_compatible`) rather than silently reused.
+Files are written atomically (:func:`goodsam.fileio.atomic_write`: a temporary file in the same folder,
+then ``os.replace``): a run killed mid-write leaves no file under the final name. A cache made with
+another model, weights, settings, layout, size or image is refused (:func:`check_compatible`) rather
+than silently reused.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from goodsam.errors import ConfigError
+from goodsam.fileio import atomic_write
+from goodsam.fileio import stale_temporaries as stale_temporaries  # re-exported for the masks stage
 from goodsam.panorama.windows import WindowLayout, layout_from_dict
 from goodsam.sam.base import AMGSettings, MaskSet
 
@@ -144,7 +147,6 @@ def _unpack(prefix: str, data) -> MaskSet:
 def save_panorama_masks(path: str | os.PathLike, masks: PanoramaMasks) -> Path:
     """Write ``masks`` to ``path`` atomically (temporary file + ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     counts = {"windows": len(masks.windows), "overlaps": len(masks.overlaps), "masks": masks.num_masks}
     meta = {"format": FORMAT, "version": VERSION, **masks.meta, "layout": masks.layout.as_dict(),
             "counts": counts}
@@ -153,22 +155,9 @@ def save_panorama_masks(path: str | os.PathLike, masks: PanoramaMasks) -> Path:
         _pack(f"w{k}", window, arrays)
     for k, overlap in enumerate(masks.overlaps):
         _pack(f"o{k}", overlap, arrays)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as handle:
+        np.savez_compressed(handle, **arrays)
     return path
-
-
-def stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Temporary files left by an interrupted write of ``path``."""
-    path = Path(path)
-    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
 
 
 def _open(path: Path):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from goodsam.assets import resolve_weight, sha256_file
+from goodsam.devices import resolve_device
 from goodsam.errors import AssetError, ConfigError
 
 # model name -> (python package providing it, key in that package's sam_model_registry)
@@ -47,19 +48,6 @@ def check_model_name(model: str) -> tuple[str, str]:
     if model not in MODELS:
         raise ConfigError(f"unknown SAM model '{model}'; choose one of {', '.join(MODELS)}")
     return MODELS[model]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device that exists here; :class:`ConfigError` otherwise."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid device '{device}': {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' requested but CUDA is not available; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device '{device}' is not supported (cpu or cuda)")
-    return dev
 
 
 def load_sam(model: str = "mobile_sam", weights: str | os.PathLike | None = None,

@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor
 
 from goodsam.assets import user_cache_dir
+from goodsam.fileio import atomic_path
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-std=c11")
@@ -35,12 +35,9 @@ def _build(target: Path) -> None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         raise OSError("no C compiler")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
+    with atomic_path(target) as out:  # concurrent builders never see a half-written library
         subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(out), "-lm"], check=True,
                        capture_output=True, timeout=300)
-        os.replace(out, target)  # atomic: concurrent builders never see a half-written library
 
 
 def _cpu_fingerprint() -> bytes:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from goodsam.errors import AssetError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -65,3 +67,17 @@ def to_image_tensor(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
         images = [images]
     stacked = np.stack(list(images))
     return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+
+
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: object, target: str) -> None:
+    """Load ``state`` into ``model`` (``strict=True``) after checking tensor names and shapes, so a wrong
+    file fails with one line: :class:`AssetError` ``<source> does not match <target>: …``."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    reshaped = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    if missing or unexpected or reshaped:
+        raise AssetError(f"{source} does not match {target}: {len(missing)} missing, {len(unexpected)} "
+                         f"unexpected and {len(reshaped)} mis-shaped tensors (e.g. "
+                         f"{(missing or unexpected or reshaped)[0]})")
+    model.load_state_dict(state, strict=True)

@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 from goodsam import assets
+from goodsam.devices import resolve_device
 from goodsam.errors import AssetError, ConfigError
-from goodsam.segmenters.base import Segmenter
+from goodsam.segmenters.base import Segmenter, load_state_checked
 from goodsam.segmenters.espnetv2 import SCALES, ESPNetv2
 from goodsam.segmenters.segformer import VARIANTS, SegFormer
 
@@ -29,16 +30,6 @@ _DESCRIPTIONS = {
 def available_segmenters() -> dict[str, str]:
     """Zoo name -> one-line description, for help texts."""
     return dict(_DESCRIPTIONS)
-
-
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        target = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from None
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' was asked for but no CUDA GPU is available; use cpu")
-    return target
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -64,17 +55,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _load_into(model: Segmenter, path: Path) -> None:
-    """Load ``path`` with ``strict=True`` after checking names and shapes (one-line AssetError)."""
-    state = load_state_dict_file(path)
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    reshaped = [key for key in expected if key in state and state[key].shape != expected[key].shape]
-    if missing or unexpected or reshaped:
-        example = (missing or unexpected or reshaped)[0]
-        raise AssetError(f"{path} does not match {model.name}: {len(missing)} missing, {len(unexpected)} "
-                         f"unexpected and {len(reshaped)} mis-shaped tensors (e.g. {example})")
-    model.load_state_dict(state, strict=True)
+    """Load the state-dict file ``path`` into ``model`` (names and shapes checked, one-line AssetError)."""
+    load_state_checked(model, load_state_dict_file(path), path, model.name)
 
 
 def _explicit_file(weights: str | os.PathLike) -> Path:
@@ -103,7 +85,7 @@ def build_segmenter(name: str, weights: str | os.PathLike | None = None, pretrai
       ``.safetensors`` / ``.pth`` state_dict of this wrapper (e.g. a goodsam checkpoint's weights);
     * a hub id (``nvidia/segformer-b5-finetuned-cityscapes-1024-1024``) or an existing directory.
     """
-    target = _device(device)
+    target = resolve_device(device)
     text = str(name).strip()
     key = text.lower()
     if key in ESPNET_NAMES:

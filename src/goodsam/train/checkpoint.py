@@ -8,11 +8,12 @@ Layout of a run folder::
                                     state.json             step, config hash, optimiser hyper-parameters,
                                                            grad-scaler, numpy / python RNG (written last)
     RUN_DIR/checkpoints/latest                             name of the newest complete checkpoint
-    RUN_DIR/student/  model.safetensors + goodsam_model.json   the exported student (what predict loads)
+    RUN_DIR/student/  model.safetensors + goodsam_model.json   the exported student (what predict loads,
+                                                               :mod:`goodsam.model_format`)
 
-A checkpoint folder is filled under a temporary name and renamed into place (``os.replace``), then
-``latest`` is replaced atomically; a kill at any moment leaves the previous checkpoint usable. Nothing
-is pickled: loading a checkpoint never executes code.
+A checkpoint folder is filled under a temporary name and renamed into place
+(:func:`goodsam.fileio.atomic_directory`), then ``latest`` is replaced atomically; a kill at any moment
+leaves the previous checkpoint usable. Nothing is pickled: loading a checkpoint never executes code.
 """
 
 from __future__ import annotations
@@ -27,53 +28,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from goodsam.errors import GoodSAMError
+from goodsam.fileio import atomic_directory, atomic_write_text, save_tensors
+from goodsam.model_format import export_model as export_model  # re-exported: its old home
+from goodsam.model_format import model_state
 
 STATE_JSON = "state.json"
-MODEL_FILE = "model.safetensors"
-MODEL_JSON = "goodsam_model.json"
 
 
 class CheckpointError(GoodSAMError):
     """A checkpoint is missing, damaged or belongs to another configuration."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-                 ) -> None:
-    """Save tensors as safetensors atomically (each tensor cloned: no shared storage, CPU, contiguous)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(plain, str(tmp), metadata=metadata)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -81,39 +47,6 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read {path} ({exc}); the checkpoint is damaged") from None
-
-
-def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict of a model (unwrapping DDP)."""
-    return getattr(model, "module", model).state_dict()
-
-
-def export_model(model: torch.nn.Module, out_dir: Path, architecture: str, source: str,
-                 num_classes: int = 19, extra: dict | None = None) -> Path:
-    """Write ``out_dir/model.safetensors`` + ``out_dir/goodsam_model.json`` (the format predict/eval load)."""
-    out_dir = Path(out_dir)
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
-    save_tensors(tmp_dir / MODEL_FILE, model_state(model), metadata={"format": "pt"})
-    info = {"architecture": architecture, "num_classes": num_classes, "source": source, **(extra or {})}
-    atomic_write_text(tmp_dir / MODEL_JSON, json.dumps(info, indent=2) + "\n")
-    _replace_dir(tmp_dir, out_dir)
-    return out_dir
-
-
-def _replace_dir(tmp_dir: Path, target: Path) -> None:
-    """Move a finished folder into place; an existing one is swapped out first, then deleted."""
-    _fsync_dir(tmp_dir)
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.{os.getpid()}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp_dir, target)
-    _fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _split_optimizer(name: str, state: dict, tensors: dict[str, torch.Tensor]) -> dict:
@@ -201,22 +134,20 @@ def save_checkpoint(run_dir: Path, step: int, config_hash: str, ta: torch.nn.Mod
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     target = root / checkpoint_name(step)
-    tmp = root / f".{target.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_tensors(tmp / "ta.safetensors", model_state(ta))
-    save_tensors(tmp / "student.safetensors", model_state(student))
-    if ta_ema is not None:
-        save_tensors(tmp / "ta_ema.safetensors", model_state(ta_ema))
-    tensors: dict[str, torch.Tensor] = {}
-    optim_json = {name: _split_optimizer(name, opt.state_dict(), tensors) for name, opt in optimizers.items()}
-    rng_info, rng_tensors = rng_state()
-    tensors.update(rng_tensors)
-    save_tensors(tmp / "state.safetensors", tensors)
-    state = {"step": step, "config_hash": config_hash, "optimizers": optim_json, "scaler": scaler_state,
-             "rng": rng_info, "extra": extra or {}}
-    atomic_write_text(tmp / STATE_JSON, json.dumps(state))
-    _replace_dir(tmp, target)
+    with atomic_directory(target) as tmp:
+        save_tensors(tmp / "ta.safetensors", model_state(ta))
+        save_tensors(tmp / "student.safetensors", model_state(student))
+        if ta_ema is not None:
+            save_tensors(tmp / "ta_ema.safetensors", model_state(ta_ema))
+        tensors: dict[str, torch.Tensor] = {}
+        optim_json = {name: _split_optimizer(name, opt.state_dict(), tensors)
+                      for name, opt in optimizers.items()}
+        rng_info, rng_tensors = rng_state()
+        tensors.update(rng_tensors)
+        save_tensors(tmp / "state.safetensors", tensors)
+        state = {"step": step, "config_hash": config_hash, "optimizers": optim_json, "scaler": scaler_state,
+                 "rng": rng_info, "extra": extra or {}}
+        atomic_write_text(tmp / STATE_JSON, json.dumps(state))
     atomic_write_text(root / "latest", target.name + "\n")
     _prune(root, keep)
     return target

@@ -1,7 +1,8 @@
 """Training data: panoramas resized to a fixed ERP band, their cached SAM masks, and the batch order.
 
-* Images are read as 8-bit RGB and resized (bilinear, PIL) to the config's ``height x width`` exactly as
-  ``goodsam masks --height --width`` does, so the cached masks line up with what the models see.
+* Images are read as 8-bit RGB and resized to the config's ``height x width`` with
+  :func:`goodsam.imageio.resize_rgb`, the rule ``goodsam masks --height --width`` uses, so the cached
+  masks line up with what the models see.
 * :func:`fit_erp_band` prepares arbitrary panoramas as a fixed ERP band (used by ``goodsam demo``);
   :func:`fit_erp_band_labelled` does the same to a labelled panorama.
 * Batches are a pure function of ``(seed, step)`` (:func:`global_indices`): epoch ``e`` visits the
@@ -18,21 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from goodsam.dar import boundary_from_masks
 from goodsam.errors import ConfigError
-from goodsam.imageio import list_images, load_rgb
+from goodsam.imageio import list_images, load_rgb, resize_label, resize_rgb
 from goodsam.panorama.windows import WindowLayout
 from goodsam.sam.base import MaskSet
 from goodsam.sam.cache import MaskCacheError, cache_path, load_panorama_masks
-
-
-def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of an ``(H, W, 3)`` uint8 image (the masks stage's rule); unchanged if same size."""
-    if image.shape[:2] == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
 def fit_erp_band(image: np.ndarray, height: int = 400, width: int = 2048) -> np.ndarray:
@@ -64,9 +57,7 @@ def fit_erp_band_labelled(image: np.ndarray, label: np.ndarray, height: int = 40
     nearest neighbour (no blended ids)."""
     top, count = erp_band_rows(image.shape[0], image.shape[1], height, width)
     label = np.ascontiguousarray(label[top:top + count])
-    if label.shape[:2] != (height, width):
-        label = np.array(Image.fromarray(label).resize((width, height), Image.NEAREST))
-    return fit_erp_band(image, height, width), label
+    return fit_erp_band(image, height, width), resize_label(label, height, width)
 
 
 def global_indices(step: int, batch_size: int, num_items: int, seed: int) -> list[int]:
@@ -89,7 +80,7 @@ def rank_indices(indices: list[int], rank: int, world_size: int) -> list[int]:
 
 
 @dataclass
-class Sample:
+class TrainingSample:
     """One training panorama: image ``(3, H, W)`` uint8, SAM masks per window, ``B_SAM`` per overlap."""
 
     index: int
@@ -108,7 +99,7 @@ class PanoramaDataset:
         self.masks_dir = Path(masks_dir)
         self.layout = layout
         self.keep = max(1, keep_in_memory)
-        self._cache: OrderedDict[int, Sample] = OrderedDict()
+        self._cache: OrderedDict[int, TrainingSample] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -121,7 +112,7 @@ class PanoramaDataset:
         image = resize_rgb(load_rgb(self.paths[index]), self.layout.height, self.layout.width)
         return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
-    def _load(self, index: int) -> Sample:
+    def _load(self, index: int) -> TrainingSample:
         path = self.paths[index]
         try:
             cached = load_panorama_masks(cache_path(self.masks_dir, path))
@@ -134,9 +125,9 @@ class PanoramaDataset:
             raise ConfigError(f"masks for {path.name} in {self.masks_dir} were computed for windows {have}, "
                               f"training uses {want}; use another masks folder or recompute them")
         boundaries = [boundary_from_masks(m) for m in cached.overlaps]
-        return Sample(index, path.name, self.load_image(index), cached.windows, boundaries)
+        return TrainingSample(index, path.name, self.load_image(index), cached.windows, boundaries)
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index: int) -> TrainingSample:
         if index in self._cache:
             self._cache.move_to_end(index)
             return self._cache[index]

@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from goodsam.train.checkpoint import atomic_write_text
+from goodsam.fileio import atomic_write, atomic_write_text
 
 
 class RunMonitor:
@@ -110,7 +110,6 @@ def save_line_chart(series: dict[str, list[tuple[float, float]]], path: Path, *,
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format="png")
     return Path(path)

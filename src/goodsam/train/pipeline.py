@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from goodsam.devices import auto_device
 from goodsam.errors import ConfigError
 from goodsam.sam.cache import CacheUser
 from goodsam.sam.folder import compute_masks
 from goodsam.train.config import TrainConfig, load_config
 from goodsam.train.distributed import barrier, init_distributed
-from goodsam.train.trainer import TrainResult, resolve_device, train
+from goodsam.train.trainer import TrainResult, train
 from goodsam.train.validation import Validation
 
 # Cache mismatches as `goodsam train` words them: its ways out (it has no --overwrite).
@@ -64,7 +65,7 @@ def run_training(config: str | Path, data: str | Path, masks: str | Path, out: s
         if steps < 0:
             raise ConfigError(f"--steps must be >= 0, got {steps}")
         cfg.train.steps = steps
-    torch_device = resolve_device(device, info)
+    torch_device = auto_device(device, info.local_rank)
     ensure_masks(cfg, data, masks, device=str(torch_device), rank=info.rank, world_size=info.world_size,
                  progress=progress and info.is_main)
     barrier()

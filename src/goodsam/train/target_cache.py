@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from goodsam.train.checkpoint import save_tensors
+from goodsam.fileio import save_tensors
 
 
 def weights_digest(model: torch.nn.Module) -> str:

@@ -34,8 +34,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from goodsam.devices import auto_device
 from goodsam.errors import ConfigError
+from goodsam.fileio import atomic_write_text
 from goodsam.mka.losses import TA_TERMS, LossWeights, PanoramaTargets, panorama_losses, panorama_targets
+from goodsam.model_format import export_model
 from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows
 from goodsam.profiling import StageTimer, stage, timed_method
 from goodsam.segmenters.registry import build_segmenter
@@ -43,16 +46,14 @@ from goodsam.segmenters.scale import forward_at_scale, resolve_scale
 from goodsam.train import augment
 from goodsam.train.checkpoint import (
     CheckpointError,
-    atomic_write_text,
-    export_model,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
 )
 from goodsam.train.config import TrainConfig
-from goodsam.train.data import PanoramaDataset, Sample, global_indices, rank_indices
-from goodsam.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, current, wrap_ddp
+from goodsam.train.data import PanoramaDataset, TrainingSample, global_indices, rank_indices
+from goodsam.train.distributed import all_reduce_mean, barrier, broadcast_object, current, wrap_ddp
 from goodsam.train.monitor import RunMonitor, read_metrics
 from goodsam.train.target_cache import TargetLogitCache, weights_digest
 from goodsam.train.validation import Validation, append_jsonl, plot_validation_curve
@@ -65,18 +66,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str = "auto", info: DistInfo | None = None) -> torch.device:
-    """``auto`` -> this rank's GPU when CUDA is available, else the CPU."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", (info or DistInfo()).local_rank)
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{device}'") from None
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -151,7 +140,7 @@ class Trainer:
         self.validation = validation
         self.ta_scale = resolve_scale(config.ta.scale, config.ta.architecture, config.data.width)
         self.info = current()
-        self.device = resolve_device(device, self.info)
+        self.device = auto_device(device, self.info.local_rank)
         self.run_dir = Path(run_dir)
         self.layout = make_layout(config)
         self.weights = config.loss
@@ -236,7 +225,7 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def sample_losses(self, sample: Sample, step: int | None) -> dict[str, torch.Tensor]:
+    def sample_losses(self, sample: TrainingSample, step: int | None) -> dict[str, torch.Tensor]:
         """All loss terms of one panorama; ``step=None``: no augmentation (fixed evaluation)."""
         cfg = self.config
         image = sample.image.to(self.device)
@@ -258,7 +247,7 @@ class Trainer:
         with stage("losses"):
             return panorama_losses(student_logits, ta_logits, self.layout, targets, self.weights)
 
-    def _targets(self, sample: Sample, image: torch.Tensor) -> tuple[PanoramaTargets, torch.Tensor]:
+    def _targets(self, sample: TrainingSample, image: torch.Tensor) -> tuple[PanoramaTargets, torch.Tensor]:
         """The targets of one panorama and the TA's window logits (with gradient when a TA term is on)."""
         cfg = self.config
         windows = crop_windows(image, self.layout).float()  # (N, 3, H, w)
