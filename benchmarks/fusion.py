@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from goodsam.assets import find_asset
-from goodsam.evaluation import LabelledSet, Sample
+from goodsam.evaluation import LabelledSample, LabelledSet
 from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_set
 from goodsam.sam.base import AMGSettings
 from goodsam.sam.folder import compute_masks
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     segmenter = build_segmenter(args.ta).to(args.device).eval()
     lines = ["| frames | method | mIoU | pix acc | labelled | mIoU lab. (TA) |", "|---|---|---|---|---|---|"]
     for split, paths in splits.items():
-        samples = tuple(Sample(p.stem, p, root / "labels" / f"{p.stem}_trainIds.png") for p in paths)
+        samples = tuple(LabelledSample(p.stem, p, root / "labels" / f"{p.stem}_trainIds.png") for p in paths)
         rows = score_labelled_set(segmenter, LabelledSet("folder", split, samples), masks_dir, VARIANTS)
         lines += [f"| {split} ({len(paths)}) | {method} | {r['miou']:.1f} | {r['pixel_accuracy']:.1f} | "
                   f"{r['labelled']:.1f} % | {r['miou_own']:.1f} ({r['ta_miou_own']:.1f}) |"

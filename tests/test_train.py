@@ -372,7 +372,7 @@ def test_train_computes_missing_masks_first(assets_dir: Path, tmp_path: Path,
 
 def test_demo_pipeline_small(assets_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``goodsam demo`` end to end at toy size (stand-in SAM, 1 step, one process), then resumed."""
-    from goodsam.commands.demo import run_demo
+    from goodsam.demo import run_demo
     from goodsam.sam import folder as masks_stage
 
     source = tmp_path / "source"
@@ -395,7 +395,7 @@ def test_demo_pipeline_small(assets_dir: Path, tmp_path: Path, monkeypatch: pyte
 def test_demo_workers_launch_through_torchrun(nano_data: tuple[Path, Path], tmp_path: Path) -> None:
     """``goodsam demo --workers 2``: masks and training run under ``torch.distributed.run`` (2 gloo ranks)
     and train as one process does; a worker's error ends the demo with one line."""
-    from goodsam.commands.demo import _launch, run_demo
+    from goodsam.demo import _launch, run_demo
     from goodsam.errors import GoodSAMError
 
     data, masks = nano_data

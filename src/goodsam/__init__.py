@@ -18,6 +18,7 @@ options and prints). Names are imported on first use, so ``import goodsam`` stay
     goodsam.export_checked(model, "student.onnx", image=None)                   # goodsam export
     goodsam.pinhole_folder_to_erp("cityscapes/", "proxy/")                      # goodsam data pinhole-to-erp
     fused = goodsam.fuse("ctcf", window_masks, window_logits)                   # eq. 3 on one window
+    goodsam.run_demo("outputs/demo")                                            # goodsam demo
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _API = {
     "build_segmenter": "goodsam.segmenters.registry",
     "sliding_windows": "goodsam.panorama.windows",
     "fuse": "goodsam.dar.fusion",                     # eq. 3 (and the SSA / SEPL baselines)
+    "run_demo": "goodsam.demo",                       # demo (the README's main job)
 }
 
 __all__ = ["__version__", *_API]

@@ -10,7 +10,7 @@ import numpy as np
 from goodsam.classes import LABELID_TO_TRAINID_LUT
 from goodsam.errors import BatchError, GoodSAMError
 from goodsam.evaluation.class_maps import ClassMap, LabelError
-from goodsam.evaluation.datasets import LabelledSet, Sample
+from goodsam.evaluation.datasets import LabelledSample, LabelledSet
 from goodsam.evaluation.metrics import ConfusionMatrix, Scores
 from goodsam.imageio import image_size, load_label, resize_label, save_png
 from goodsam.inference import ProgressCallback, SegmentationModel, check_input_size, predict_labels
@@ -72,7 +72,7 @@ def check_labels(dataset: LabelledSet, class_map: ClassMap, strict: bool = True)
     return failures
 
 
-def _check_label(sample: Sample, class_map: ClassMap) -> None:
+def _check_label(sample: LabelledSample, class_map: ClassMap) -> None:
     height, width = image_size(sample.image)
     label = load_label(sample.label)
     if label.shape != (height, width):
@@ -129,9 +129,9 @@ def evaluate(model: SegmentationModel, dataset: LabelledSet, class_map: ClassMap
     return result
 
 
-def _predict_sample(model: SegmentationModel, dataset: LabelledSet, sample: Sample, window: int | None,
-                    stride: int | None, wrap: bool, size: tuple[int, int] | None, scale: float | str
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def _predict_sample(model: SegmentationModel, dataset: LabelledSet, sample: LabelledSample,
+                    window: int | None, stride: int | None, wrap: bool, size: tuple[int, int] | None,
+                    scale: float | str) -> tuple[np.ndarray, np.ndarray]:
     """(prediction, label) of one sample, both at ``size`` when given."""
     image, label = dataset.load(sample)
     check_input_size(model, sample.image, image)
