@@ -7,22 +7,8 @@ from pathlib import Path
 
 import typer
 
+from goodsam.commands.options import SCALE_HELP, STRICT_HELP, progress_bar
 from goodsam.errors import BatchError, ConfigError
-
-
-def _progress(total_label: str):
-    from tqdm import tqdm
-
-    bar = tqdm(desc=total_label, unit="img", disable=None, leave=False)
-
-    def update(done: int, total: int, name: str) -> None:
-        bar.total = total
-        bar.set_postfix_str(name, refresh=False)
-        bar.update(done - bar.n)
-        if done == total:
-            bar.close()
-
-    return update
 
 
 def _size(height: int | None, width: int | None) -> tuple[int, int] | None:
@@ -55,17 +41,14 @@ def eval_command(
     wrap: bool = typer.Option(False, help="Let windows wrap around the 360° seam."),
     height: int | None = typer.Option(None, help="Resize images (bilinear), labels (nearest) to H."),
     width: int | None = typer.Option(None, help="… and width W."),
-    scale: str = typer.Option("1", help="Model input scale: each image/window is resized by it before the "
-                                        "model, logits resized back; 'auto' = the model's training pixel "
-                                        "density / the panorama's (width = 360°)."),
+    scale: str = typer.Option("1", help=SCALE_HELP),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: PyTorch's choice)."),
     weights: Path | None = typer.Option(None, help="Explicit weight file for a zoo model."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default outputs/eval/<model>)."),
     name: str | None = typer.Option(None, help="Method name in the table (default: the model)."),
     save_predictions: bool = typer.Option(False, help="Also write predicted trainIds to OUT/predictions."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first image that fails (default: score "
-                                                        "all others, then list the failed ones)."),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
 ) -> None:
     """Evaluate MODEL on a labelled set: markdown table, results.json and confusion.png in --out."""
     from goodsam.evaluation import evaluate, get_class_map, open_labelled_set
@@ -96,8 +79,9 @@ def eval_command(
                f"class map {mapping.name}", err=True)
     try:
         result = evaluate(loaded, labelled, mapping, window=window, stride=stride, wrap=wrap, size=size,
-                          scale=input_scale, config=config, progress=_progress("eval"), check=bool(failures),
-                          strict=strict, save_predictions=out / "predictions" if save_predictions else None)
+                          scale=input_scale, config=config, progress=progress_bar("eval"),
+                          check=bool(failures), strict=strict,
+                          save_predictions=out / "predictions" if save_predictions else None)
     except BatchError as exc:
         if exc.result.n_images:  # the scores of the images that were done, with the failed ones listed
             _report(exc.result, out, name or model)

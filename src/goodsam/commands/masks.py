@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from goodsam.commands.options import STRICT_HELP
 from goodsam.errors import BatchError
 from goodsam.sam.base import AMGSettings
 from goodsam.sam.folder import compute_masks
@@ -42,8 +43,7 @@ def masks(
     shard: str | None = typer.Option(None, help="k/n: process images k, k+n, k+2n, … (0-based)."),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda:0."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute mismatching caches."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read "
-                                                        "(default: do all others, list the bad ones)."),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
 ) -> None:
     """SAM masks for every window and every overlap of every panorama (cached, resumable, shardable)."""
     opts = dict(ctx.params)

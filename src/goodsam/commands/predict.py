@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from goodsam.commands.options import SCALE_HELP, STRICT_HELP, progress_bar
 from goodsam.errors import BatchError, ConfigError
 
 
@@ -18,20 +19,16 @@ def predict_command(
     wrap: bool = typer.Option(False, help="Let windows wrap around the 360° seam."),
     height: int | None = typer.Option(None, min=1, help="Run at this height (outputs keep the input size)."),
     width: int | None = typer.Option(None, min=1, help="Run at this width (one alone keeps the aspect)."),
-    scale: str = typer.Option("1", help="Model input scale: each image/window is resized by it before the "
-                                        "model, logits resized back; 'auto' = the model's training pixel "
-                                        "density / the panorama's (width = 360°)."),
+    scale: str = typer.Option("1", help=SCALE_HELP),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: PyTorch's choice)."),
     weights: Path | None = typer.Option(None, help="Explicit weight file for a zoo model."),
     overlays: bool = typer.Option(True, help="Write colour overlays with a legend."),
     gallery: bool = typer.Option(True, help="Write OUT/index.html (implies overlays)."),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Overlay opacity."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first image that fails (default: do "
-                                                        "all others, then list the failed ones)."),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
 ) -> None:
     """Segment images: OUT/labels/*.png (trainIds), OUT/overlays/*.png, OUT/index.html."""
-    from goodsam.commands.eval import _progress
     from goodsam.inference import load_model, set_threads
     from goodsam.predict import collect_inputs, predict_images
     from goodsam.segmenters.scale import parse_scale
@@ -46,7 +43,7 @@ def predict_command(
         results = predict_images(loaded, paths, out, window=window, stride=stride, wrap=wrap, height=height,
                                  width=width, scale=input_scale, overlays=overlays, gallery=gallery,
                                  alpha=alpha, title=f"goodsam predictions: {model}",
-                                 progress=_progress("predict"), strict=strict)
+                                 progress=progress_bar("predict"), strict=strict)
     except BatchError as exc:
         _echo_results(exc.result, out if gallery and exc.result else None)
         raise

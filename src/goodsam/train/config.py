@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import inspect
 import json
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +32,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     PlainValidator,
     ValidationError,
+    create_model,
     model_serializer,
     model_validator,
 )
@@ -189,20 +192,18 @@ class GivenKeys(Section, Mapping):
         return dict(self.items())
 
 
-_AMG = AMGSettings()
+def mirror_fields(source: type, types: dict[type, Any]) -> dict[str, Any]:
+    """The fields of dataclass ``source`` as pydantic field definitions ``name=(type, default)``, each
+    type mapped through ``types`` (e.g. ``float`` -> :data:`Number`): a section that checks exactly the
+    dataclass's fields, written once (in the dataclass)."""
+    hints = typing.get_type_hints(source)
+    return {f.name: (types[hints[f.name]], f.default) for f in dataclasses.fields(source)}
 
 
-class SAMSettings(GivenKeys):
-    """``sam.settings``: fields of :class:`goodsam.sam.base.AMGSettings` (defaults from it)."""
-
-    points_per_side: Int = _AMG.points_per_side
-    points_per_batch: Int = _AMG.points_per_batch
-    pred_iou_thresh: Number = _AMG.pred_iou_thresh
-    stability_score_thresh: Number = _AMG.stability_score_thresh
-    stability_score_offset: Number = _AMG.stability_score_offset
-    box_nms_thresh: Number = _AMG.box_nms_thresh
-    crop_n_layers: Int = _AMG.crop_n_layers
-    min_mask_region_area: Int = _AMG.min_mask_region_area
+SAMSettings = create_model(
+    "SAMSettings", __base__=GivenKeys, __module__=__name__,
+    __doc__="``sam.settings``: the fields of :class:`goodsam.sam.base.AMGSettings` (defaults from it).",
+    **mirror_fields(AMGSettings, {int: Int, float: Number}))
 
 
 def keyword_defaults(function: Callable) -> dict[str, Any]:
@@ -228,20 +229,10 @@ class FusionOptions(GivenKeys):
     ignore_index: Int = IGNORE_INDEX
 
 
-_LOSS = LossWeights()
-
-
-class LossSection(Section):
-    """``loss``: the fields of :class:`goodsam.mka.losses.LossWeights` (what ``config.loss`` holds)."""
-
-    eq4_erp: Float = _LOSS.eq4_erp
-    eq5_student_ensemble: Float = _LOSS.eq5_student_ensemble
-    eq7_student_boundary: Float = _LOSS.eq7_student_boundary
-    eq6_ta_ensemble: Float = _LOSS.eq6_ta_ensemble
-    eq1_consistency: Float = _LOSS.eq1_consistency
-    eq2_boundary_enhanced: Float = _LOSS.eq2_boundary_enhanced
-    high_conf_lambda: Float = _LOSS.high_conf_lambda
-    boundary_form: Str = _LOSS.boundary_form
+LossSection = create_model(
+    "LossSection", __base__=Section, __module__=__name__,
+    __doc__="``loss``: the fields of :class:`goodsam.mka.losses.LossWeights` (what ``config.loss`` holds).",
+    **mirror_fields(LossWeights, {float: Float, str: Str}))
 
 
 class ValidatedAs:
