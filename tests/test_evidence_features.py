@@ -302,3 +302,37 @@ def test_frozen_target_logits_are_cached_exactly(small_data: dict[str, Path], tm
     trainer.fit(2)
     trainer.close()
     assert all(p.stat().st_mtime_ns != stamp[p.name] for p in cache.glob("*.safetensors"))
+
+
+def test_student_input_scale_trains_validates_and_travels_with_the_export(small_data: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """``student.scale``: the student sees the panorama resized by it (logits back at panorama size), is
+    validated at it, and the exported student records it for `goodsam eval` / `predict`."""
+    from goodsam.commands.options import model_input_scale
+    from goodsam.evaluation import evaluate, get_class_map, open_labelled_set
+    from goodsam.inference import load_model
+
+    plain = load_config("nano-s0.5", SMALL)
+    scaled = load_config("nano-s0.5", [*SMALL, "student.scale=2"])
+    assert plain.hash() == load_config("nano-s0.5", [*SMALL, "student.scale=1"]).hash() != scaled.hash()
+    with pytest.raises(ConfigError, match="scale"):
+        load_config("nano-s0.5", [*SMALL, "student.scale=0"])
+    seen = []
+    trainer = Trainer(scaled, small_data["data"], small_data["masks"], tmp_path / "run", progress=False,
+                      tensorboard=False, validation=Validation.from_folders(
+                          small_data["val_images"], small_data["val_labels"], "{stem}_trainIds.png",
+                          "cityscapes19", every=1))
+    trainer.student_module.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    scalars = trainer.train_step(0)
+    assert np.isfinite(scalars["eq4_erp"]) and seen[0] == (128, 512)  # 64x256 panorama at scale 2
+    record = trainer.validate()
+    exported = trainer.export()
+    trainer.close()
+    student = load_model(exported)
+    assert student.input_scale == 2.0 and model_input_scale(student, None) == 2.0
+    assert model_input_scale(student, 1.5) == 1.5
+    assert model_input_scale(load_model("espnetv2-s0.5"), None) == 1.0
+    dataset = open_labelled_set(images=small_data["val_images"], labels=small_data["val_labels"],
+                                label_pattern="{stem}_trainIds.png")
+    scored = evaluate(student, dataset, get_class_map("cityscapes19"), scale=2.0)  # the same weights
+    assert record["val/student_miou"] == pytest.approx(100 * scored.scores.miou)

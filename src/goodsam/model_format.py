@@ -75,4 +75,5 @@ def load_exported_model(directory: str | Path, device: str = "cpu") -> Segmenter
     except (SafetensorError, OSError) as exc:
         raise AssetError(f"cannot read {weights_path}: corrupt safetensors file ({exc})") from None
     load_state_checked(model, state, weights_path, f"architecture {architecture}")
+    model.input_scale = float(config.get("input_scale", 1.0))  # the scale it was trained at (student.scale)
     return model.to(resolve_device(device))

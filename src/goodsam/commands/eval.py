@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from goodsam.commands.options import SCALE_HELP, STRICT_HELP, progress_bar
+from goodsam.commands.options import SCALE_HELP, STRICT_HELP, model_input_scale, progress_bar
 from goodsam.errors import BatchError, ConfigError
 
 
@@ -41,7 +41,7 @@ def eval_command(
     wrap: bool = typer.Option(False, help="Let windows wrap around the 360° seam."),
     height: int | None = typer.Option(None, help="Resize images (bilinear), labels (nearest) to H."),
     width: int | None = typer.Option(None, help="… and width W."),
-    scale: str = typer.Option("1", help=SCALE_HELP),
+    scale: str | None = typer.Option(None, help=SCALE_HELP),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: PyTorch's choice)."),
     weights: Path | None = typer.Option(None, help="Explicit weight file for a zoo model."),
@@ -57,7 +57,7 @@ def eval_command(
     from goodsam.segmenters.scale import parse_scale
 
     size = _size(height, width)
-    input_scale = parse_scale(scale)
+    given_scale = parse_scale(scale) if scale is not None else None
     if stride is not None and window is None:
         raise ConfigError("--stride needs --window")
     mapping = get_class_map(class_map)
@@ -67,6 +67,7 @@ def eval_command(
         raise BatchError("images", len(labelled), failures)
     set_threads(threads)
     loaded = load_model(model, device=device, weights=weights, onnx_threads=threads)
+    input_scale = model_input_scale(loaded, given_scale)
     out = out or Path("outputs") / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name or model)
     config = {
         "model": model, "dataset": labelled.describe(), "class_map": mapping.name,

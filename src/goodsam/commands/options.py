@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 SCALE_HELP = ("Model input scale: each image/window is resized by it before the model, logits resized back; "
-              "'auto' = the model's training pixel density / the panorama's (width = 360°).")
+              "'auto' = the model's training pixel density / the panorama's (width = 360°). Default: the "
+              "scale a trained student was trained at (its student.scale), else 1.")
+
+
+def model_input_scale(model, given: float | str | None) -> float | str:
+    """The ``--scale`` given, else the one the model records (a trained student's ``input_scale``), else 1."""
+    return given if given is not None else getattr(model, "input_scale", 1.0)
 STRICT_HELP = "Stop at the first image that fails (default: do all others, then list the failed ones)."
 
 

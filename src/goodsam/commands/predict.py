@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from goodsam.commands.options import SCALE_HELP, STRICT_HELP, progress_bar
+from goodsam.commands.options import SCALE_HELP, STRICT_HELP, model_input_scale, progress_bar
 from goodsam.errors import BatchError, ConfigError
 
 
@@ -19,7 +19,7 @@ def predict_command(
     wrap: bool = typer.Option(False, help="Let windows wrap around the 360° seam."),
     height: int | None = typer.Option(None, min=1, help="Run at this height (outputs keep the input size)."),
     width: int | None = typer.Option(None, min=1, help="Run at this width (one alone keeps the aspect)."),
-    scale: str = typer.Option("1", help=SCALE_HELP),
+    scale: str | None = typer.Option(None, help=SCALE_HELP),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: PyTorch's choice)."),
     weights: Path | None = typer.Option(None, help="Explicit weight file for a zoo model."),
@@ -35,10 +35,11 @@ def predict_command(
 
     if stride is not None and window is None:
         raise ConfigError("--stride needs --window")
-    input_scale = parse_scale(scale)
+    given_scale = parse_scale(scale) if scale is not None else None
     paths = collect_inputs(inputs)  # bad inputs fail before the model loads
     set_threads(threads)
     loaded = load_model(model, device=device, weights=weights, onnx_threads=threads)
+    input_scale = model_input_scale(loaded, given_scale)
     try:
         results = predict_images(loaded, paths, out, window=window, stride=stride, wrap=wrap, height=height,
                                  width=width, scale=input_scale, overlays=overlays, gallery=gallery,

@@ -72,8 +72,8 @@ RUNS = {  # name -> (overrides on top of the base, what it shows)
     "full_paper_boundary": ([*STUDENT_ONLY, "loss.boundary_form=paper"],
                             "eq. 4 + 5 + 7, paper boundary form"),
 }
-STAGES = ("data", "masks", "scale_sweep", "fusion_select", "lr_select", "eval_before", "fusion_eval",
-          *[f"run_{name}" for name in RUNS], "diagnosis", "overlays", "report")
+STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
+          "fusion_eval", *[f"run_{name}" for name in RUNS], "diagnosis", "overlays", "report")
 
 
 def single_threaded_env() -> dict[str, str]:
@@ -212,6 +212,22 @@ class Evidence:
         return {"val_miou": scores, "chosen": chosen,
                 "rule": "the scale of the highest TA mIoU (sliding windows) on the aachen validation "
                         "panoramas"}
+
+    def stage_student_scale(self, record: list) -> dict:
+        """The student before training, whole panorama, at the TA's candidate input scales on aachen
+        validation -> the chosen student scale (the best); then at that scale on the frankfurt proxy and
+        CVRG. Shows how much of the gap to the TA at its scale is pixel density alone, with no training."""
+        val = self.work / "proxy" / "val"
+        out = self.work / "eval" / "student_scale"
+        self.parallel([eval_args(STUDENT, val / "images", val / "labels", out / s, windows=False, scale=s)
+                       for s in SCALES], self.work / "logs" / "student_scale", record)
+        scores = {s: read_miou(out / s)["miou"] for s in SCALES}
+        chosen = max(SCALES, key=lambda s: scores[s])
+        results = self.run_evals(self.eval_jobs("student_before_chosen_scale", STUDENT, windows=False,
+                                                scale=chosen), "student_scale_eval", record)
+        return {"val_miou": scores, "chosen": chosen, "results": results,
+                "rule": "the student input scale of the highest whole-panorama mIoU of the untrained "
+                        "student on the aachen validation panoramas"}
 
     def score_pseudo_labels(self, split: str, scale: str) -> dict:
         """Every variant's pseudo-labels of one proxy split, TA windows at ``scale`` (in-process)."""

@@ -51,7 +51,8 @@ def summary_json(state: dict) -> dict:
     full = runs.get("full", {}).get("results", {})
     fusion = state.get("fusion_eval", {}).get("rows", {})
     chosen = state.get("fusion_select", {}).get("chosen", {}).get("name", "CTCF (paper)")
-    out: dict = {"scale_sweep": state.get("scale_sweep"), "fusion_select": state.get("fusion_select", {}),
+    out: dict = {"scale_sweep": state.get("scale_sweep"), "student_scale": state.get("student_scale"),
+                 "fusion_select": state.get("fusion_select", {}),
                  "fusion_eval": fusion, "runs": {}}
     for split in ("proxy", "cvrg"):
         def score(key: str, results: dict = before, split: str = split):
@@ -105,6 +106,23 @@ def plot_curves(state: dict, path: Path) -> Path | None:
     return path
 
 
+def _student_scale_lines(stage: dict | None) -> list[str]:
+    """Section 1b: the untrained student at several input scales (only when the stage has run)."""
+    if not stage:
+        return []
+    lines = ["### 1b. Student input scale, before any training (chosen on aachen validation)", "",
+             "| student scale | val mIoU (aachen, whole panorama) |", "|---|---|"]
+    for scale, miou in stage["val_miou"].items():
+        lines.append(f"| {scale}{' (chosen)' if scale == stage['chosen'] else ''} | {_f(miou)} |")
+    results = stage["results"]
+    proxy, cvrg = (results.get(f"{split}/student_before_chosen_scale", {}).get("miou")
+                   for split in ("proxy", "cvrg"))
+    lines += ["", f"Rule: {stage['rule']}. At scale {stage['chosen']} the untrained student scores "
+              f"{_f(proxy)} on the frankfurt proxy and {_f(cvrg)} on the CVRG panorama "
+              f"({_wall(stage['seconds'])} for the stage).", ""]
+    return lines
+
+
 def write_report(docs: Path, state: dict, root: Path) -> Path:
     """Write ``docs/results.md``, ``docs/results.json`` and the curves of the stage results ``state``
     (``docs/results_notes.md`` appended); commands are shown relative to the checkout ``root``."""
@@ -127,6 +145,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
         lines.append(f"| {scale}{' (chosen)' if scale == sweep.get('chosen') else ''} | {_f(miou)} |")
     lines += ["", f"Rule: {sweep.get('rule', 'not run')}. `auto` = 19.74 px/° (Cityscapes at 1024 px) / "
               "5.69 px/° (2048 px over 360°) = 3.47.", ""]
+    lines += _student_scale_lines(state.get("student_scale"))
     lines += ["## 2. Headline (frankfurt proxy, 2 panoramas; CVRG panorama, 7 categories)", "",
               "| model | inference | proxy mIoU | CVRG mIoU | command (proxy) | wall |",
               "|---|---|---|---|---|---|"]

@@ -51,7 +51,8 @@ NON_SEMANTIC_KEYS = ("name", "description", "train.steps", "train.checkpoint_eve
                      "train.log_every", "train.progress", "train.target_cache")
 # Keys added after runs were made: at these values they compute what the older configs did, so they
 # stay out of the hash and those runs still resume.
-ADDED_KEY_DEFAULTS = {"ta.scale": 1.0, "fusion.ta_confidence": None, "fusion.uncertain": "paper",
+ADDED_KEY_DEFAULTS = {"ta.scale": 1.0, "student.scale": 1.0, "fusion.ta_confidence": None,
+                      "fusion.uncertain": "paper",
                       "loss.boundary_form": "paper", "train.ta_ema": None}
 
 
@@ -287,6 +288,14 @@ class TAConfig(ModelConfig):
     scale: Scale = 1.0
 
 
+class StudentConfig(ModelConfig):
+    """The student and its input ``scale``: the whole panorama is resized by it before the student and
+    the logits resized back (eq. 4, 5, 7 and validation); evaluate the exported student with the same
+    ``--scale`` (it is recorded in the export as ``input_scale``)."""
+
+    scale: Scale = 1.0
+
+
 class SAMConfig(Section):
     """The frozen SAM used (only) to fill the mask cache; ``settings``: :class:`SAMSettings`."""
 
@@ -375,7 +384,7 @@ class TrainConfig(Section):
     windows: WindowConfig = Field(default_factory=WindowConfig)
     sam: SAMConfig = Field(default_factory=SAMConfig)
     ta: TAConfig = Field(default_factory=lambda: TAConfig(architecture="espnetv2-s2.0"))
-    student: ModelConfig = Field(default_factory=ModelConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     loss: Annotated[LossWeights, ValidatedAs(LossSection)] = Field(default_factory=LossWeights)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -540,7 +549,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         if not ok:
             raise ConfigError(f"{config.name}: {message}")
     _check_fusion_options(config)
-    resolve_scale(config.ta.scale, config.ta.architecture, config.data.width)  # 'auto' needs a known TA
+    for model in (config.ta, config.student):  # 'auto' needs a model of known training density
+        resolve_scale(model.scale, model.architecture, config.data.width)
     return config
 
 

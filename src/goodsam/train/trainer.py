@@ -139,6 +139,8 @@ class Trainer:
         self.config = config
         self.validation = validation
         self.ta_scale = resolve_scale(config.ta.scale, config.ta.architecture, config.data.width)
+        self.student_scale = resolve_scale(config.student.scale, config.student.architecture,
+                                           config.data.width)
         self.info = current()
         self.device = auto_device(device, self.info.local_rank)
         self.run_dir = Path(run_dir)
@@ -242,7 +244,9 @@ class Trainer:
         with stage("student forward"):
             student_in = augment.apply(image[None].float(), aug)
             with self._autocast():
-                student_logits = self.student(self.student_module.preprocess(student_in)).logits.float()
+                student_logits = forward_at_scale(
+                    lambda x: self.student(self.student_module.preprocess(x)).logits, student_in,
+                    self.student_scale).float()
             student_logits = augment.invert(student_logits[0], aug)
         with stage("losses"):
             return panorama_losses(student_logits, ta_logits, self.layout, targets, self.weights)
@@ -413,7 +417,8 @@ class Trainer:
         ta = self.ta_module if self.ta_terms_on else None  # an untrained TA is scored by `goodsam eval`
         results = self.validation.score(self.student_module, ta, window=cfg.windows.width,
                                         stride=cfg.windows.stride, wrap=cfg.windows.wrap,
-                                        ta_scale=self.ta_scale, rank=self.info.rank,
+                                        ta_scale=self.ta_scale, student_scale=self.student_scale,
+                                        rank=self.info.rank,
                                         world_size=self.info.world_size)
         scalars = {f"val/{name}_miou": float(r["miou"] or 0.0) for name, r in results.items()}
         if self.monitor is not None:
@@ -432,11 +437,12 @@ class Trainer:
         """
         source = f"goodsam train {self.config.name} ({self.run_dir.name}, step {self.step})"
         extra = {"step": self.step, "config": self.config.name, "config_hash": self.config.hash()}
+        scale = {"input_scale": self.student_scale} if self.student_scale != 1.0 else {}
         if with_ta:
             export_model(self.ta_module, self.run_dir / "ta", self.config.ta.architecture, source,
                          extra=extra)
         return export_model(self.student_module, self.run_dir / "student", self.config.student.architecture,
-                            source, extra=extra)
+                            source, extra={**extra, **scale})
 
     def fit(self, steps: int | None = None) -> TrainResult:
         """Train until ``steps`` (default ``train.steps``) optimiser steps are done; checkpoint on the way."""

@@ -45,12 +45,13 @@ class Validation:
         return step == 0 or step % self.every == 0 or last
 
     def score(self, student: nn.Module, ta: nn.Module | None, *, window: int, stride: int, wrap: bool,
-              ta_scale: float, rank: int = 0, world_size: int = 1) -> dict[str, dict]:
+              ta_scale: float, student_scale: float = 1.0, rank: int = 0, world_size: int = 1
+              ) -> dict[str, dict]:
         """``{"student": EvalResult.to_json(), "ta": …}`` on this rank's share (summed over ranks);
         ``ta=None`` scores the student only (a TA that is not trained need not be scored again)."""
         share = dataclasses.replace(self.dataset, samples=self.dataset.samples[rank::world_size])
         out = {}
-        jobs = [("student", student, {})]
+        jobs = [("student", student, {"scale": student_scale})]
         if ta is not None:
             jobs.append(("ta", ta, {"window": window, "stride": stride, "wrap": wrap, "scale": ta_scale}))
         for name, model, kwargs in jobs:
