@@ -71,6 +71,11 @@ RUNS = {  # name -> (overrides on top of the base, what it shows)
     "full_ssa": ([*STUDENT_ONLY, "fusion.method=ssa"], "eq. 4 + 5 + 7 with SSA instead of CTCF"),
     "full_paper_boundary": ([*STUDENT_ONLY, "loss.boundary_form=paper"],
                             "eq. 4 + 5 + 7, paper boundary form"),
+    # student.scale = the student_scale stage's choice (added in stage_run); evaluated at that scale
+    "eq4_student_scale": ([*STUDENT_ONLY, "loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"],
+                          "eq. 4 only, the student at its chosen input scale"),
+    "full_student_scale": (STUDENT_ONLY, "eq. 4 + 5 + 7 (all safeguards), the student at its chosen "
+                                         "input scale"),
 }
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", *[f"run_{name}" for name in RUNS], "diagnosis", "overlays", "report")
@@ -335,11 +340,14 @@ class Evidence:
         extra, what = RUNS[name]
         steps = self.steps
         overrides = [*self.base_overrides("loss.eq5_student_ensemble=0" not in extra), *extra]
+        scale = self.state["student_scale"]["chosen"] if name.endswith("student_scale") else "1"
+        if scale != "1":
+            overrides.append(f"student.scale={scale}")
         out = self.work / "runs" / name
         seconds = self.run(self.train_args(out, steps, max(steps // 6, 1), overrides),
                            self.work / "logs" / f"run_{name}.log", record)
-        results = self.run_evals(self.eval_jobs(f"student_{name}", str(out / "student"), windows=False),
-                                 f"eval_{name}", record)
+        results = self.run_evals(self.eval_jobs(f"student_{name}", str(out / "student"), windows=False,
+                                                scale=scale), f"eval_{name}", record)
         val_curve = read_jsonl(out / "validation.jsonl")
         losses = [m for m in read_jsonl(out / "metrics.jsonl") if "student" in m]
         return {"what": what, "overrides": overrides, "train_seconds": seconds, "steps": steps,
