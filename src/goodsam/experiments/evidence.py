@@ -207,13 +207,17 @@ class Evidence:
                             "--shard", f"{k}/2"] for k in range(2)], work / "logs" / f"masks_{split}", record)
         return {}
 
-    def stage_scale_sweep(self, record: list) -> dict:
+    def sweep_scales(self, model: str, windows: bool, name: str, record: list) -> tuple[dict, str]:
+        """``model``'s aachen-validation mIoU at every candidate input scale, and the best scale."""
         val = self.work / "proxy" / "val"
-        out = self.work / "eval" / "scale_sweep"
-        self.parallel([eval_args(TA, val / "images", val / "labels", out / s, windows=True, scale=s)
-                       for s in SCALES], self.work / "logs" / "scale_sweep", record)
+        out = self.work / "eval" / name
+        self.parallel([eval_args(model, val / "images", val / "labels", out / s, windows=windows, scale=s)
+                       for s in SCALES], self.work / "logs" / name, record)
         scores = {s: read_miou(out / s)["miou"] for s in SCALES}
-        chosen = max(SCALES, key=lambda s: scores[s])
+        return scores, max(SCALES, key=lambda s: scores[s])
+
+    def stage_scale_sweep(self, record: list) -> dict:
+        scores, chosen = self.sweep_scales(TA, True, "scale_sweep", record)
         return {"val_miou": scores, "chosen": chosen,
                 "rule": "the scale of the highest TA mIoU (sliding windows) on the aachen validation "
                         "panoramas"}
@@ -222,12 +226,7 @@ class Evidence:
         """The student before training, whole panorama, at the TA's candidate input scales on aachen
         validation -> the chosen student scale (the best); then at that scale on the frankfurt proxy and
         CVRG. Shows how much of the gap to the TA at its scale is pixel density alone, with no training."""
-        val = self.work / "proxy" / "val"
-        out = self.work / "eval" / "student_scale"
-        self.parallel([eval_args(STUDENT, val / "images", val / "labels", out / s, windows=False, scale=s)
-                       for s in SCALES], self.work / "logs" / "student_scale", record)
-        scores = {s: read_miou(out / s)["miou"] for s in SCALES}
-        chosen = max(SCALES, key=lambda s: scores[s])
+        scores, chosen = self.sweep_scales(STUDENT, False, "student_scale", record)
         results = self.run_evals(self.eval_jobs("student_before_chosen_scale", STUDENT, windows=False,
                                                 scale=chosen), "student_scale_eval", record)
         return {"val_miou": scores, "chosen": chosen, "results": results,
