@@ -74,6 +74,8 @@ RUNS = {  # name -> (overrides on top of the base, what it shows)
     # student.scale = the student_scale stage's choice (added in stage_run); evaluated at that scale
     "eq4_student_scale": ([*STUDENT_ONLY, "loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"],
                           "eq. 4 only, the student at its chosen input scale"),
+    "eq45_student_scale": ([*STUDENT_ONLY, "loss.eq7_student_boundary=0"],
+                           "eq. 4 + 5, the student at its chosen input scale"),
     "full_student_scale": (STUDENT_ONLY, "eq. 4 + 5 + 7 (all safeguards), the student at its chosen "
                                          "input scale"),
 }
