@@ -81,26 +81,32 @@ def default_workers(batch_size: int) -> int:
 
 
 def _predict(model_ref: str | Path, images: Path, out_dir: Path, title: str, device: str) -> None:
-
     model = load_model(model_ref, device=device)
     predict_images(model, [images], out_dir, title=title)
+
+
+def _stage(stage: str, cfg, out: Path, device: str, progress: bool, rank: int = 0, world: int = 1) -> None:
+    """One stage of the demo in this process, in the demo folder ``out``: shard ``rank/world`` of the SAM
+    masks (``masks``) or training, resumed (``train``)."""
+    data, masks = out / "panoramas", out / "masks"
+    if stage == "masks":
+        ensure_masks(cfg, data, masks, device=device, rank=rank, world_size=world,
+                     progress=progress and rank == 0)
+    else:
+        train(cfg, data, masks, out / "run", device=device, resume=True, progress=progress)
 
 
 def _worker(stage: str, config: dict, out: Path, progress: bool) -> None:
     """One process of a ``torch.distributed.run`` job, single-threaded: its shard of the SAM masks
     (``stage`` ``masks``) or one rank of the gloo DDP training (``train``) in the demo folder ``out``."""
-
     torch.set_num_threads(1)
     cfg = config_from_dict(config)
-    data, masks = out / "panoramas", out / "masks"
     if stage == "masks":
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        ensure_masks(cfg, data, masks, device="cpu", rank=rank, world_size=world,
-                     progress=progress and rank == 0)
+        _stage(stage, cfg, out, "cpu", progress, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
         return
     init_distributed("gloo")
     try:
-        train(cfg, data, masks, out / "run", device="cpu", resume=True, progress=progress)
+        _stage(stage, cfg, out, "cpu", progress)
     finally:
         shutdown()
 
@@ -163,21 +169,22 @@ def run_demo(out: str | Path, steps: int | None = None, config: str = "nano-s0.5
         workers = 1 if torch_device != "cpu" else default_workers(cfg.data.batch_size)
     if workers < 1 or cfg.data.batch_size % workers:
         raise ConfigError(f"--workers {workers} must divide data.batch_size {cfg.data.batch_size}")
+    def run_stage(stage: str, what: str) -> None:
+        if workers > 1:
+            _launch(stage, cfg.to_dict(), out, workers, progress, what)
+        else:
+            _stage(stage, cfg, out, torch_device, progress)
+
     timings: dict[str, float] = {}
     start = time.perf_counter()
     source = find_asset("panoramas", panoramas)
     images = prepare_panoramas(source, out / "panoramas", cfg.data.height, cfg.data.width)
-    log(f"[demo] {len(images)} panoramas fitted to {cfg.data.height}x{cfg.data.width} "
-               f"in {out / 'panoramas'}")
+    log(f"[demo] {len(images)} panoramas fitted to {cfg.data.height}x{cfg.data.width} in {out / 'panoramas'}")
     timings["panoramas"] = time.perf_counter() - start
 
     mark = time.perf_counter()
-    log(f"[demo] SAM masks ({cfg.sam.model}, {cfg.sam.impl}, {workers} process(es)) "
-               f"-> {out / 'masks'}")
-    if workers > 1:
-        _launch("masks", cfg.to_dict(), out, workers, progress, "the masks stage")
-    else:
-        ensure_masks(cfg, out / "panoramas", out / "masks", device=torch_device, progress=progress)
+    log(f"[demo] SAM masks ({cfg.sam.model}, {cfg.sam.impl}, {workers} process(es)) -> {out / 'masks'}")
+    run_stage("masks", "the masks stage")
     timings["masks"] = time.perf_counter() - mark
 
     before = out / "predictions_before"
@@ -186,13 +193,8 @@ def run_demo(out: str | Path, steps: int | None = None, config: str = "nano-s0.5
                  f"{cfg.student.architecture} before GoodSAM (Cityscapes-pretrained)", torch_device)
 
     mark = time.perf_counter()
-    log(f"[demo] training {cfg.name} for {cfg.train.steps} steps ({workers} process(es)) "
-               f"-> {out / 'run'}")
-    if workers > 1:
-        _launch("train", cfg.to_dict(), out, workers, progress, "training")
-    else:
-        train(cfg, out / "panoramas", out / "masks", out / "run", device=torch_device, resume=True,
-              progress=progress)
+    log(f"[demo] training {cfg.name} for {cfg.train.steps} steps ({workers} process(es)) -> {out / 'run'}")
+    run_stage("train", "training")
     timings["train"] = time.perf_counter() - mark
 
     mark = time.perf_counter()

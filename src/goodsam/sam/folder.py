@@ -107,7 +107,7 @@ class _Job:
     source_size: tuple[int, int]
 
 
-def _plan(path: Path, out: Path, *, model: str, weights_sha: str, impl: str, settings: AMGSettings,
+def _plan(path: Path, *, model: str, weights_sha: str, impl: str, settings: AMGSettings,
           window: int, stride: int, wrap: bool, height: int | None, width: int | None) -> _Job:
     source_size = image_size(path)
     size = target_size(*source_size, height, width)
@@ -159,7 +159,7 @@ def compute_masks(input_folder: str | os.PathLike, out: str | os.PathLike, *, mo
     pending: list[_Job] = []
     for path in images:  # check every existing cache before any SAM work
         try:
-            job = _plan(path, out, model=model, weights_sha=weights_sha, impl=impl, settings=settings,
+            job = _plan(path, model=model, weights_sha=weights_sha, impl=impl, settings=settings,
                         window=window, stride=stride, wrap=wrap, height=height, width=width)
         except GoodSAMError as exc:
             if strict or isinstance(exc, ConfigError):
