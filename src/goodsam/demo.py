@@ -31,28 +31,14 @@ import torch
 from goodsam.assets import find_asset
 from goodsam.devices import auto_device
 from goodsam.errors import ConfigError, GoodSAMError
-from goodsam.imageio import list_images, load_rgb, save_png
 from goodsam.inference import load_model
 from goodsam.predict import predict_images
 from goodsam.train.config import config_from_dict, load_config
-from goodsam.train.data import fit_erp_band
+from goodsam.train.data import fit_erp_folder
 from goodsam.train.distributed import init_distributed, shutdown
 from goodsam.train.monitor import read_metrics
 from goodsam.train.pipeline import ensure_masks
 from goodsam.train.trainer import train
-
-
-def prepare_panoramas(source: Path, out_dir: Path, height: int, width: int) -> list[Path]:
-    """Fit every image of ``source`` to a ``height x width`` ERP band: ``out_dir/<stem>.png``."""
-
-    written = []
-    for path in list_images(source):
-        target = out_dir / f"{path.stem}.png"
-        if not target.is_file():
-            save_png(target, fit_erp_band(load_rgb(path), height, width))
-        written.append(target)
-    return written
-
 
 # Peak memory of one nano training process at 400x2048 (TA activations of 7 windows dominate).
 WORKER_MEMORY_BYTES = 6.5 * 2**30
@@ -178,7 +164,7 @@ def run_demo(out: str | Path, steps: int | None = None, config: str = "nano-s0.5
     timings: dict[str, float] = {}
     start = time.perf_counter()
     source = find_asset("panoramas", panoramas)
-    images = prepare_panoramas(source, out / "panoramas", cfg.data.height, cfg.data.width)
+    images = fit_erp_folder(source, out / "panoramas", cfg.data.height, cfg.data.width)
     log(f"[demo] {len(images)} panoramas fitted to {cfg.data.height}x{cfg.data.width} in {out / 'panoramas'}")
     timings["panoramas"] = time.perf_counter() - start
 

@@ -38,7 +38,7 @@ from goodsam.imageio import load_label, load_rgb, save_png
 from goodsam.inference import load_model, predict_labels
 from goodsam.panorama.windows import sliding_windows
 from goodsam.segmenters import build_segmenter
-from goodsam.train.data import fit_erp_band, fit_erp_band_labelled
+from goodsam.train.data import fit_erp_band_labelled, fit_erp_folder
 from goodsam.visualize import categories_as_train_ids, panel, save_small_png, train_ids_as_categories
 
 GOODSAM = [sys.executable, "-m", "goodsam.cli"]
@@ -195,9 +195,7 @@ class Evidence:
                                              load_label(lab / "cvrg_pano_0000_categoryIds.png"), 400, 2048)
         save_png(work / "cvrg" / "images" / "cvrg_pano_0000.png", image)
         save_png(work / "cvrg" / "labels" / "cvrg_pano_0000_categoryIds.png", label)
-        real = work / "real"
-        for path in sorted(find_asset("panoramas").iterdir()):
-            save_png(real / f"{path.stem}.png", fit_erp_band(load_rgb(path), 400, 2048))
+        fit_erp_folder(find_asset("panoramas"), work / "real", 400, 2048, overwrite=True)
         return {"train_panoramas": len(list(train.iterdir()))}
 
     def stage_masks(self, record: list) -> dict:

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from goodsam.assets import find_asset
-from goodsam.imageio import list_images, load_rgb, save_png
 from goodsam.profiling import StepTiming, time_train_steps
 from goodsam.train.config import load_config
-from goodsam.train.data import fit_erp_band
+from goodsam.train.data import fit_erp_folder
 from goodsam.train.pipeline import ensure_masks
 from goodsam.train.trainer import Trainer
 
@@ -45,10 +44,7 @@ def prepare_data(work: Path, config, count: int, device: str) -> tuple[Path, Pat
     """``count`` bundled panoramas fitted to the config's band, and their cached SAM masks."""
     height, width = config.data.height, config.data.width
     data = work / f"panoramas_{height}x{width}_{count}"
-    if len(list(data.glob("*.png"))) < count:
-        data.mkdir(parents=True, exist_ok=True)
-        for path in list_images(find_asset("panoramas"))[:count]:
-            save_png(data / f"{path.stem}.png", fit_erp_band(load_rgb(path), height, width))
+    fit_erp_folder(find_asset("panoramas"), data, height, width, limit=count)
     points = config.sam.settings["points_per_side"]
     masks = work / f"masks_{height}x{width}_{config.windows.width}_{config.windows.stride}_p{points}"
     start = time.perf_counter()

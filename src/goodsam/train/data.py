@@ -22,7 +22,7 @@ import torch
 
 from goodsam.dar import boundary_from_masks
 from goodsam.errors import ConfigError
-from goodsam.imageio import list_images, load_rgb, resize_label, resize_rgb
+from goodsam.imageio import list_images, load_rgb, resize_label, resize_rgb, save_png
 from goodsam.panorama.windows import WindowLayout
 from goodsam.sam.base import MaskSet
 from goodsam.sam.cache import MaskCacheError, cache_path, load_panorama_masks
@@ -38,6 +38,19 @@ def fit_erp_band(image: np.ndarray, height: int = 400, width: int = 2048) -> np.
     """
     top, count = erp_band_rows(image.shape[0], image.shape[1], height, width)
     return resize_rgb(np.ascontiguousarray(image[top:top + count]), height, width)
+
+
+def fit_erp_folder(source: str | Path, out_dir: str | Path, height: int, width: int, *,
+                   limit: int | None = None, overwrite: bool = False) -> list[Path]:
+    """:func:`fit_erp_band` of the images of ``source`` (the first ``limit`` of them), written as
+    ``out_dir/<stem>.png``; files already there are kept unless ``overwrite``. Returns the written paths."""
+    written = []
+    for path in list_images(source)[:limit]:
+        target = Path(out_dir) / f"{path.stem}.png"
+        if overwrite or not target.is_file():
+            save_png(target, fit_erp_band(load_rgb(path), height, width))
+        written.append(target)
+    return written
 
 
 def erp_band_rows(rows: int, cols: int, height: int, width: int) -> tuple[int, int]:
