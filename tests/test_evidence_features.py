@@ -308,9 +308,8 @@ def test_student_input_scale_trains_validates_and_travels_with_the_export(small_
                                                                           tmp_path: Path) -> None:
     """``student.scale``: the student sees the panorama resized by it (logits back at panorama size), is
     validated at it, and the exported student records it for `goodsam eval` / `predict`."""
-    from goodsam.commands.options import model_input_scale
     from goodsam.evaluation import evaluate, get_class_map, open_labelled_set
-    from goodsam.inference import load_model
+    from goodsam.inference import default_scale, load_model
 
     plain = load_config("nano-s0.5", SMALL)
     scaled = load_config("nano-s0.5", [*SMALL, "student.scale=2"])
@@ -329,9 +328,9 @@ def test_student_input_scale_trains_validates_and_travels_with_the_export(small_
     exported = trainer.export()
     trainer.close()
     student = load_model(exported)
-    assert student.input_scale == 2.0 and model_input_scale(student, None) == 2.0
-    assert model_input_scale(student, 1.5) == 1.5
-    assert model_input_scale(load_model("espnetv2-s0.5"), None) == 1.0
+    assert student.input_scale == 2.0 and default_scale(student, None) == 2.0
+    assert default_scale(student, 1.5) == 1.5
+    assert default_scale(load_model("espnetv2-s0.5"), None) == 1.0
     dataset = open_labelled_set(images=small_data["val_images"], labels=small_data["val_labels"],
                                 label_pattern="{stem}_trainIds.png")
     scored = evaluate(student, dataset, get_class_map("cityscapes19"), scale=2.0)  # the same weights

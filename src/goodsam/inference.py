@@ -162,6 +162,12 @@ def _run(model: SegmentationModel, images: torch.Tensor, batch_size: int, scale:
     return torch.cat(chunks)
 
 
+def default_scale(model: SegmentationModel, scale: float | str | None = None) -> float | str:
+    """The input scale to run ``model`` at: ``scale`` when given, else the one the model records (a
+    trained student's ``input_scale``, its ``student.scale``), else 1."""
+    return scale if scale is not None else getattr(model, "input_scale", 1.0)
+
+
 def model_scale(model: SegmentationModel, scale: float | str, width: int) -> float:
     """The numeric input scale of ``model`` for images ``width`` columns wide (``auto``: its zoo density)."""
     return resolve_scale(scale, getattr(model, "name", None), width)

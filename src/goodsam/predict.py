@@ -18,7 +18,13 @@ import numpy as np
 from goodsam.classes import CITYSCAPES_CLASSES
 from goodsam.errors import BatchError, ConfigError, GoodSAMError, ImageError
 from goodsam.imageio import list_images, load_rgb, save_png, target_size
-from goodsam.inference import ProgressCallback, SegmentationModel, check_input_size, predict_labels
+from goodsam.inference import (
+    ProgressCallback,
+    SegmentationModel,
+    check_input_size,
+    default_scale,
+    predict_labels,
+)
 from goodsam.visualize import GalleryItem, overlay, present_classes, save_thumbnail, write_gallery
 
 
@@ -62,16 +68,18 @@ def _inference_size(model: SegmentationModel, image: np.ndarray,
 
 def predict_images(model: SegmentationModel, inputs: list[str | Path], out_dir: str | Path, *,
                    window: int | None = None, stride: int | None = None, wrap: bool = False,
-                   height: int | None = None, width: int | None = None, scale: float | str = 1.0,
+                   height: int | None = None, width: int | None = None, scale: float | str | None = None,
                    overlays: bool = True,
                    gallery: bool = True, alpha: float = 0.5, title: str = "goodsam predictions",
                    progress: ProgressCallback | None = None, strict: bool = False) -> list[Prediction]:
     """Segment every input image; outputs at the input's own resolution (see the module docstring).
 
-    ``scale``: the model's input scale (:func:`goodsam.inference.predict_logits`). An image that cannot
+    ``scale``: the model's input scale (:func:`goodsam.inference.predict_logits`; None: the one the model
+    records, :func:`goodsam.inference.default_scale`). An image that cannot
     be read or is too small is skipped and every other one done; the skipped ones are then raised
     together as :class:`BatchError` (``result``: the predictions made); ``strict`` raises the first."""
     paths = collect_inputs(inputs)
+    scale = default_scale(model, scale)
     out = Path(out_dir)
     results: list[Prediction] = []
     items: list[GalleryItem] = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from goodsam.commands.options import SCALE_HELP, STRICT_HELP, model_input_scale, progress_bar
+from goodsam.commands.options import SCALE_HELP, STRICT_HELP, progress_bar
 from goodsam.errors import BatchError, ConfigError
 
 
@@ -53,7 +53,7 @@ def eval_command(
     """Evaluate MODEL on a labelled set: markdown table, results.json and confusion.png in --out."""
     from goodsam.evaluation import evaluate, get_class_map, open_labelled_set
     from goodsam.evaluation.evaluate import check_labels
-    from goodsam.inference import load_model, set_threads
+    from goodsam.inference import default_scale, load_model, set_threads
     from goodsam.segmenters.scale import parse_scale
 
     size = _size(height, width)
@@ -67,7 +67,7 @@ def eval_command(
         raise BatchError("images", len(labelled), failures)
     set_threads(threads)
     loaded = load_model(model, device=device, weights=weights, onnx_threads=threads)
-    input_scale = model_input_scale(loaded, given_scale)
+    input_scale = default_scale(loaded, given_scale)  # recorded in results.json
     out = out or Path("outputs") / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name or model)
     config = {
         "model": model, "dataset": labelled.describe(), "class_map": mapping.name,

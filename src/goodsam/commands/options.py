@@ -8,10 +8,6 @@ SCALE_HELP = ("Model input scale: each image/window is resized by it before the 
               "'auto' = the model's training pixel density / the panorama's (width = 360°). Default: the "
               "scale a trained student was trained at (its student.scale), else 1.")
 
-
-def model_input_scale(model, given: float | str | None) -> float | str:
-    """The ``--scale`` given, else the one the model records (a trained student's ``input_scale``), else 1."""
-    return given if given is not None else getattr(model, "input_scale", 1.0)
 STRICT_HELP = "Stop at the first image that fails (default: do all others, then list the failed ones)."
 
 

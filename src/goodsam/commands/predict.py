@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from goodsam.commands.options import SCALE_HELP, STRICT_HELP, model_input_scale, progress_bar
+from goodsam.commands.options import SCALE_HELP, STRICT_HELP, progress_bar
 from goodsam.errors import BatchError, ConfigError
 
 
@@ -39,10 +39,9 @@ def predict_command(
     paths = collect_inputs(inputs)  # bad inputs fail before the model loads
     set_threads(threads)
     loaded = load_model(model, device=device, weights=weights, onnx_threads=threads)
-    input_scale = model_input_scale(loaded, given_scale)
     try:
         results = predict_images(loaded, paths, out, window=window, stride=stride, wrap=wrap, height=height,
-                                 width=width, scale=input_scale, overlays=overlays, gallery=gallery,
+                                 width=width, scale=given_scale, overlays=overlays, gallery=gallery,
                                  alpha=alpha, title=f"goodsam predictions: {model}",
                                  progress=progress_bar("predict"), strict=strict)
     except BatchError as exc:

@@ -13,7 +13,13 @@ from goodsam.evaluation.class_maps import ClassMap, LabelError
 from goodsam.evaluation.datasets import LabelledSample, LabelledSet
 from goodsam.evaluation.metrics import ConfusionMatrix, Scores
 from goodsam.imageio import image_size, load_label, resize_label, save_png
-from goodsam.inference import ProgressCallback, SegmentationModel, check_input_size, predict_labels
+from goodsam.inference import (
+    ProgressCallback,
+    SegmentationModel,
+    check_input_size,
+    default_scale,
+    predict_labels,
+)
 
 
 @dataclass
@@ -85,19 +91,21 @@ def _check_label(sample: LabelledSample, class_map: ClassMap) -> None:
 
 def evaluate(model: SegmentationModel, dataset: LabelledSet, class_map: ClassMap, *,
              window: int | None = None, stride: int | None = None, wrap: bool = False,
-             size: tuple[int, int] | None = None, scale: float | str = 1.0, config: dict | None = None,
-             progress: ProgressCallback | None = None, save_predictions: Path | None = None,
-             check: bool = True, strict: bool = False) -> EvalResult:
+             size: tuple[int, int] | None = None, scale: float | str | None = None,
+             config: dict | None = None, progress: ProgressCallback | None = None,
+             save_predictions: Path | None = None, check: bool = True, strict: bool = False) -> EvalResult:
     """Run ``model`` over ``dataset`` and score it with ``class_map``.
 
     ``size`` (height, width) resizes every image (bilinear) and label (nearest) before inference and
-    scoring; ``scale`` is the model's input scale (:func:`goodsam.inference.predict_logits`).
+    scoring; ``scale`` is the model's input scale (:func:`goodsam.inference.predict_logits`; None: the one
+    the model records, :func:`goodsam.inference.default_scale`).
     ``save_predictions`` writes each predicted trainId map as a PNG into that folder. Labels are
     checked first (``check``) so that a bad label fails before any inference. A sample that cannot be
     used is left out and every other one scored; the left-out ones are then raised together as
     :class:`BatchError` whose ``result`` is the :class:`EvalResult` of the others (its config lists
     them under ``failed``); ``strict`` raises the first.
     """
+    scale = default_scale(model, scale)
     failures = check_labels(dataset, class_map, strict=strict) if check else []
     skip = {path for path, _ in failures}
     confusion = ConfusionMatrix(class_map.num_classes)
