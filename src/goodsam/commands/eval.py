@@ -81,7 +81,7 @@ def eval_command(
     try:
         result = evaluate(loaded, labelled, mapping, window=window, stride=stride, wrap=wrap, size=size,
                           scale=input_scale, config=config, progress=progress_bar("eval"),
-                          check=bool(failures), strict=strict,
+                          label_failures=failures, strict=strict,
                           save_predictions=out / "predictions" if save_predictions else None)
     except BatchError as exc:
         if exc.result.n_images:  # the scores of the images that were done, with the failed ones listed

@@ -93,20 +93,25 @@ def evaluate(model: SegmentationModel, dataset: LabelledSet, class_map: ClassMap
              window: int | None = None, stride: int | None = None, wrap: bool = False,
              size: tuple[int, int] | None = None, scale: float | str | None = None,
              config: dict | None = None, progress: ProgressCallback | None = None,
-             save_predictions: Path | None = None, check: bool = True, strict: bool = False) -> EvalResult:
+             save_predictions: Path | None = None, check: bool = True, strict: bool = False,
+             label_failures: list[tuple[Path, str]] | None = None) -> EvalResult:
     """Run ``model`` over ``dataset`` and score it with ``class_map``.
 
     ``size`` (height, width) resizes every image (bilinear) and label (nearest) before inference and
     scoring; ``scale`` is the model's input scale (:func:`goodsam.inference.predict_logits`; None: the one
     the model records, :func:`goodsam.inference.default_scale`).
     ``save_predictions`` writes each predicted trainId map as a PNG into that folder. Labels are
-    checked first (``check``) so that a bad label fails before any inference. A sample that cannot be
-    used is left out and every other one scored; the left-out ones are then raised together as
-    :class:`BatchError` whose ``result`` is the :class:`EvalResult` of the others (its config lists
-    them under ``failed``); ``strict`` raises the first.
+    checked first (``check``) so that a bad label fails before any inference; ``label_failures``: the
+    result of a :func:`check_labels` (``strict=False``) already run, used instead of checking again. A
+    sample that cannot be used is left out and every other one scored; the left-out ones are then
+    raised together as :class:`BatchError` whose ``result`` is the :class:`EvalResult` of the others
+    (its config lists them under ``failed``); ``strict`` raises the first.
     """
     scale = default_scale(model, scale)
-    failures = check_labels(dataset, class_map, strict=strict) if check else []
+    if label_failures is not None:
+        failures = list(label_failures)
+    else:
+        failures = check_labels(dataset, class_map, strict=strict) if check else []
     skip = {path for path, _ in failures}
     confusion = ConfusionMatrix(class_map.num_classes)
     done = 0
