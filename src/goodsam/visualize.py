@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,10 +163,8 @@ def save_small_png(image: np.ndarray, path: Path, max_bytes: int = PANEL_MAX_BYT
                 break
         if len(data) <= max_bytes:
             break
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        handle.write(data)
     return {"path": str(path), "bytes": len(data), "width": width, "colours": colours}
 
 

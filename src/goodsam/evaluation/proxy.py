@@ -18,6 +18,7 @@ from tqdm import tqdm
 from goodsam.classes import LABELID_TO_TRAINID_LUT
 from goodsam.errors import ConfigError, ImageError
 from goodsam.evaluation.datasets import find_frames
+from goodsam.fileio import atomic_write_text
 from goodsam.imageio import image_size, load_label, load_rgb, save_png
 from goodsam.panorama.projection import (
     CITYSCAPES_INTRINSICS,
@@ -51,9 +52,7 @@ def _load_manifest(path: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def _same(old: dict | None, new: dict) -> bool:
