@@ -226,6 +226,8 @@ def test_validation_is_logged_plotted_and_resumes(small_data: dict[str, Path], t
                        scale=1.5)
     assert lines[0]["ta"]["miou"] == pytest.approx(100 * ta_eval.scores.miou)
     fresh.close()
+    first_run = json.loads((run / "run.json").read_text())
+    assert first_run["total_seconds"] == pytest.approx(first_run["seconds"])
     # Resuming from the step-2 checkpoint drops the step-3 records and writes them again.
     for old in sorted((run / "checkpoints").glob("step_*"))[-1:]:
         shutil.rmtree(old)
@@ -233,10 +235,15 @@ def test_validation_is_logged_plotted_and_resumes(small_data: dict[str, Path], t
     again = Trainer(cfg, small_data["data"], small_data["masks"], run, resume=True, progress=False,
                     tensorboard=False, validation=validation)
     assert again.step == 2
+    checkpointed = again.seconds_before
+    assert 0.0 < checkpointed < first_run["seconds"]  # the wall up to the step-2 checkpoint
     again.fit(3)
     again.close()
     lines = [json.loads(x) for x in (run / "validation.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [0, 2, 3]
+    # The run's training wall adds the invocations up (run.json: this one's and the total).
+    second_run = json.loads((run / "run.json").read_text())
+    assert second_run["total_seconds"] == pytest.approx(checkpointed + second_run["seconds"], abs=0.05)
 
 
 def test_moving_average_ta_makes_the_targets_and_resumes(small_data: dict[str, Path], tmp_path: Path) -> None:

@@ -10,11 +10,13 @@ Data (``goodsam data pinhole-to-erp``, 400x2048 band, pitch 0, ±2° yaw jitter)
 
 Stages (each skipped when its ``WORK/stages/<name>.json`` exists; ``redo`` reruns one): ``data``,
 ``masks`` (MobileSAM 16x16 points), ``scale_sweep`` (TA windows on val at several input scales -> the
-chosen scale = the best), ``fusion_select`` (pseudo-label variants on val -> the chosen safeguards),
-``lr_select``, ``eval_before`` (TA / student before training on eval and CVRG), ``fusion_eval``, one
-``run_<name>`` per training run (then its evaluation), ``diagnosis``, ``overlays``, ``report``. Every
-step but the pseudo-label scoring and the overlays runs as a ``goodsam`` command (recorded with its wall
-time for the report), from the checkout ``root``.
+chosen TA scale = the best), ``student_scale`` (the untrained student, whole panorama, at the same scales
+-> the chosen student scale), ``fusion_select`` (pseudo-label variants on val -> the chosen safeguards),
+``lr_select`` (eq. 4-only runs -> the student's learning rate), ``eval_before`` (TA / student before
+training on eval and CVRG), ``fusion_eval``, one ``run_<name>`` per training run (then its evaluation),
+``oracle`` (diagnosis: eq. 4 on ground-truth targets), ``overlays``, ``report``. Every step but the
+pseudo-label scoring and the overlays runs as a ``goodsam`` command (recorded with its wall time for the
+report), from the checkout ``root``.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from goodsam.evaluation import open_labelled_set
 from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_set
 from goodsam.experiments.evidence_report import write_report
 from goodsam.imageio import load_label, load_rgb, save_png
-from goodsam.inference import load_model, predict_labels
-from goodsam.panorama.windows import sliding_windows
+from goodsam.inference import default_scale, load_model, predict_labels
+from goodsam.panorama.windows import WindowLayout, sliding_windows
 from goodsam.segmenters import build_segmenter
 from goodsam.train.data import fit_erp_band_labelled, fit_erp_folder
 from goodsam.visualize import categories_as_train_ids, panel, save_small_png, train_ids_as_categories
@@ -59,28 +61,30 @@ VARIANTS = (
     FusionVariant("CTCF + both (0.7)", "ctcf", ta_confidence=0.7, uncertain="ta"),
     FusionVariant("SSA + confident TA 0.9", "ssa", ta_confidence=0.9),
 )
-LEARNING_RATES = ("2e-4", "5e-5")  # the config's, and a quarter of it
+LEARNING_RATES = ("5e-5", "2e-4", "8e-4")  # the config's, a quarter and four times it
 SELECT_STEPS = 20
 STUDENT_ONLY = ["loss.eq6_ta_ensemble=0", "loss.eq1_consistency=0", "loss.eq2_boundary_enhanced=0"]
-RUNS = {  # name -> (overrides on top of the base, what it shows)
-    "full": (STUDENT_ONLY, "eq. 4 + 5 + 7 (all safeguards)"),
-    "eq4": ([*STUDENT_ONLY, "loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"], "eq. 4 only"),
+EQ4_ONLY = [*STUDENT_ONLY, "loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"]
+# name -> (overrides on top of the base, what it shows). Every run's student sees the panorama at the
+# student_scale stage's choice, except the ``*_scale1`` runs (the paper's input, 1).
+RUNS = {
+    "eq4": (EQ4_ONLY, "eq. 4 only"),
     "eq45": ([*STUDENT_ONLY, "loss.eq7_student_boundary=0"], "eq. 4 + 5"),
+    "full": (STUDENT_ONLY, "eq. 4 + 5 + 7 (all safeguards)"),
     "full_paper_fusion": ([*STUDENT_ONLY, "fusion.ta_confidence=null", "fusion.uncertain=paper"],
                           "eq. 4 + 5 + 7, fusion safeguards off (paper CTCF)"),
     "full_ssa": ([*STUDENT_ONLY, "fusion.method=ssa"], "eq. 4 + 5 + 7 with SSA instead of CTCF"),
     "full_paper_boundary": ([*STUDENT_ONLY, "loss.boundary_form=paper"],
                             "eq. 4 + 5 + 7, paper boundary form"),
-    # student.scale = the student_scale stage's choice (added in stage_run); evaluated at that scale
-    "eq4_student_scale": ([*STUDENT_ONLY, "loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"],
-                          "eq. 4 only, the student at its chosen input scale"),
-    "eq45_student_scale": ([*STUDENT_ONLY, "loss.eq7_student_boundary=0"],
-                           "eq. 4 + 5, the student at its chosen input scale"),
-    "full_student_scale": (STUDENT_ONLY, "eq. 4 + 5 + 7 (all safeguards), the student at its chosen "
-                                         "input scale"),
+    "eq4_scale1": (EQ4_ONLY, "eq. 4 only, the student at input scale 1 (the paper's)"),
+    # the TA's own adaptation (eq. 6 + 1 + 2 on, with the student's terms): TA and student at scale 1,
+    # its frozen-TA targets in their own cache (a TA at scale 3 with gradient through seven 1200x1536
+    # windows per panorama does not fit this machine's memory and time)
+    "ta_adapt_scale1": (["ta.scale=1", "train.target_cache={work}/targets_scale1"],
+                        "TA adaptation (eq. 6 + 1 + 2) beside eq. 4 + 5 + 7, TA and student at scale 1"),
 }
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
-          "fusion_eval", *[f"run_{name}" for name in RUNS], "diagnosis", "overlays", "report")
+          "fusion_eval", *[f"run_{name}" for name in RUNS], "oracle", "overlays", "report")
 
 
 def single_threaded_env() -> dict[str, str]:
@@ -119,6 +123,46 @@ def read_miou(folder: Path) -> dict:
 def read_jsonl(path: Path) -> list[dict]:
     """One JSON object per line (``metrics.jsonl``, ``validation.jsonl`` of a training run)."""
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def train_wall(run: Path) -> float | None:
+    """A training run's wall time summed over its invocations (``run.json``; older runs: their last)."""
+    path = run / "run.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return data.get("total_seconds", data.get("seconds"))
+
+
+def write_oracle_targets(ta_cache: Path, proxy: Path, out: Path, layout: WindowLayout | None = None) -> Path:
+    """``out/<stem>.safetensors``: the frozen TA's cached window logits of every training panorama with
+    the ground-truth class made the argmax (by a margin of 100) wherever the label is a class; unlabelled
+    pixels keep the TA's logits. The cache identity is the TA cache's, so ``goodsam train`` reads it as
+    that TA's targets (diagnosis only: it lets eq. 4 train on ground truth with nothing else changed)."""
+    import numpy as np
+    import torch
+    from safetensors import safe_open
+
+    from goodsam.fileio import save_tensors
+
+    layout = layout or sliding_windows(400, 2048, 512, 256)
+    for path in sorted(ta_cache.glob("*.safetensors")):
+        target = out / path.name
+        if target.is_file():
+            continue
+        with safe_open(str(path), framework="pt") as handle:
+            logits, metadata = handle.get_tensor("logits"), handle.metadata()
+        split = path.stem.rsplit("_", 1)[0]
+        label = torch.from_numpy(load_label(proxy / split / "labels" / f"{path.stem}_trainIds.png")
+                                 .astype(np.int64))
+        for k in range(layout.num_windows):
+            crop = label[:, torch.from_numpy(layout.window_columns(k))]
+            known = crop < logits.shape[1]
+            onehot = torch.nn.functional.one_hot(crop.clamp(max=logits.shape[1] - 1), logits.shape[1])
+            boosted = logits[k].amax(0) + 100.0
+            logits[k] = torch.where(known[None] & (onehot.permute(2, 0, 1) > 0), boosted[None], logits[k])
+        save_tensors(target, {"logits": logits.contiguous()}, metadata=metadata)
+    return out
 
 
 @dataclass
@@ -284,22 +328,30 @@ class Evidence:
         return self.run_evals(jobs, "eval_before", record)
 
     # --------------------------------------------------------------------------------- training runs
-    def base_overrides(self, fusion: bool, lr: str | None = None) -> list[str]:
+    def base_overrides(self, fusion: bool, lr: str | None = None, student_scale: bool = True) -> list[str]:
         """The settings every run shares; the chosen fusion safeguards only where eq. 5 uses the fusion.
 
         The proxy's black fill is no target (``data.void_rgb``: it is not part of any scene); the schedule
-        decays over ``steps`` (``optim.decay_steps``), so a shorter run has the same learning rates."""
+        decays over ``steps`` (``optim.decay_steps``), so a shorter run has the same learning rates. The
+        student sees the panorama at the ``student_scale`` stage's choice (``student_scale=False``: at 1)."""
         state = self.state
         lr = lr or state["lr_select"]["chosen"]
         out = [f"sam.settings.points_per_side={POINTS}", f"ta.scale={state['scale_sweep']['chosen']}",
                "train.ta_ema=1.0", f"train.target_cache={self.work / 'targets'}", "train.checkpoint_every=10",
                "loss.boundary_form=disagreement", "data.void_rgb=[0,0,0]", f"optim.decay_steps={self.steps}",
                f"optim.student.lr={lr}"]
+        if student_scale and self.student_scale != "1":
+            out.append(f"student.scale={self.student_scale}")
         if fusion:
             chosen = state["fusion_select"]["chosen"]
             confidence = "null" if chosen["ta_confidence"] is None else chosen["ta_confidence"]
             out += [f"fusion.ta_confidence={confidence}", f"fusion.uncertain={chosen['uncertain']}"]
         return out
+
+    @property
+    def student_scale(self) -> str:
+        """The student's input scale chosen by the ``student_scale`` stage."""
+        return self.state["student_scale"]["chosen"]
 
     def train_args(self, out: Path, steps: int, val_every: int, overrides: list[str]) -> list[str]:
         """The 2-process ``goodsam train`` command of one run, validated on the aachen panoramas."""
@@ -315,17 +367,16 @@ class Evidence:
         return args
 
     def stage_lr_select(self, record: list) -> dict:
-        """The student's learning rate: eq. 4-only runs of SELECT_STEPS steps (same schedule as the full
-        runs), the higher aachen-validation mIoU at the last step wins; the winner's run continues as
-        ``run_eq4``."""
-        extra = RUNS["eq4"][0]
+        """The student's learning rate: eq. 4-only runs (student at its chosen scale, the full runs'
+        schedule), the higher aachen-validation mIoU after SELECT_STEPS steps wins; the winner's run
+        continues as ``run_eq4``."""
         scores = {}
         for lr in LEARNING_RATES:
             out = self.work / "runs" / f"eq4_lr{lr}"
-            overrides = [*self.base_overrides(False, lr), *extra]
+            overrides = [*self.base_overrides(False, lr), *RUNS["eq4"][0]]
             self.run(self.train_args(out, SELECT_STEPS, 10, overrides), self.work / "logs" / f"lr_{lr}.log",
                      record)
-            lines = read_jsonl(out / "validation.jsonl")
+            lines = [r for r in read_jsonl(out / "validation.jsonl") if r["step"] <= SELECT_STEPS]
             scores[lr] = {"curve": [(r["step"], r["student"]["miou"]) for r in lines],
                           "final": lines[-1]["student"]["miou"]}
         chosen = max(LEARNING_RATES, key=lambda lr: scores[lr]["final"])
@@ -333,25 +384,31 @@ class Evidence:
         if not eq4.is_symlink():
             eq4.symlink_to(f"eq4_lr{chosen}")
         return {"scores": scores, "chosen": chosen, "steps": SELECT_STEPS,
+                "student_scale": self.student_scale,
                 "rule": f"the higher aachen-validation mIoU after {SELECT_STEPS} steps of the eq. 4-only run"}
 
     def stage_run(self, record: list, name: str) -> dict:
         extra, what = RUNS[name]
         steps = self.steps
-        overrides = [*self.base_overrides("loss.eq5_student_ensemble=0" not in extra), *extra]
-        scale = self.state["student_scale"]["chosen"] if name.endswith("student_scale") else "1"
-        if scale != "1":
-            overrides.append(f"student.scale={scale}")
+        scale = "1" if name.endswith("_scale1") else self.student_scale
+        fusion = "loss.eq5_student_ensemble=0" not in extra
+        overrides = [*self.base_overrides(fusion, student_scale=scale != "1"),
+                     *(item.format(work=self.work) for item in extra)]
         out = self.work / "runs" / name
-        seconds = self.run(self.train_args(out, steps, max(steps // 6, 1), overrides),
-                           self.work / "logs" / f"run_{name}.log", record)
-        results = self.run_evals(self.eval_jobs(f"student_{name}", str(out / "student"), windows=False,
-                                                scale=scale), f"eval_{name}", record)
+        self.run(self.train_args(out, steps, max(steps // 6, 1), overrides),
+                 self.work / "logs" / f"run_{name}.log", record)
+        jobs = self.eval_jobs(f"student_{name}", str(out / "student"), windows=False, scale=scale)
+        ta_scale = None
+        if "loss.eq6_ta_ensemble=0" not in extra:  # the TA adapted: the TA after, windows at its scale
+            ta_scale = dict(o.split("=", 1) for o in overrides)["ta.scale"]
+            jobs += self.eval_jobs(f"ta_{name}", str(out / "ta"), windows=True, scale=ta_scale)
+        results = self.run_evals(jobs, f"eval_{name}", record)
         val_curve = read_jsonl(out / "validation.jsonl")
         losses = [m for m in read_jsonl(out / "metrics.jsonl") if "student" in m]
-        return {"what": what, "overrides": overrides, "train_seconds": seconds, "steps": steps,
-                "results": results,
-                "validation": [{"step": r["step"], "student": r["student"]["miou"]} for r in val_curve],
+        return {"what": what, "overrides": overrides, "train_seconds": train_wall(out), "steps": steps,
+                "student_scale": scale, "ta_scale": ta_scale, "results": results,
+                "validation": [{"step": r["step"], "student": r["student"]["miou"],
+                                "ta": (r.get("ta") or {}).get("miou")} for r in val_curve],
                 "loss_first": losses[0]["student"] if losses else None,
                 "loss_last": losses[-1]["student"] if losses else None}
 
@@ -363,6 +420,7 @@ class Evidence:
         chosen = self.state["scale_sweep"]["chosen"]
         ta, before = build_segmenter(TA).eval(), build_segmenter(STUDENT).eval()
         after = load_model(work / "runs" / "full" / "student")
+        student_scale = default_scale(after)
         images = [("real_" + p.stem, load_rgb(p), None) for p in sorted((work / "real").glob("*.png"))]
         proxy = sorted((work / "proxy" / "eval" / "images").glob("*.png"))[:1]
         images += [("proxy_eval", load_rgb(p), None) for p in proxy]
@@ -372,8 +430,10 @@ class Evidence:
         for name, image, categories in images:
             rows = [("TA, windows, scale 1", predict_labels(ta, image, 512, 256)),
                     (f"TA, windows, scale {chosen}", predict_labels(ta, image, 512, 256, scale=chosen)),
-                    ("student before (whole)", predict_labels(before, image)),
-                    ("student after, full run (whole)", predict_labels(after, image))]
+                    (f"student before (whole, scale {student_scale})",
+                     predict_labels(before, image, scale=student_scale)),
+                    (f"student after, full run (whole, scale {student_scale})",
+                     predict_labels(after, image, scale=student_scale))]
             if categories is not None:
                 rows = [(title, train_ids_as_categories(labels)) for title, labels in rows]
                 rows.insert(0, ("ground truth (categories)", categories_as_train_ids(categories)))
@@ -382,14 +442,24 @@ class Evidence:
                        "seconds": round(time.perf_counter() - start, 1), "rc": 0})
         return {"files": written}
 
-    def stage_diagnosis(self, record: list) -> dict:
-        """The student before training at the TA's chosen scale on aachen validation: how much of the TA's
-        gain from the scale the student's own weights could give (training side only)."""
-        val = self.work / "proxy" / "val"
-        out = self.work / "eval" / "diag" / "student_val_whole_s3"
-        self.run(eval_args(STUDENT, val / "images", val / "labels", out, windows=False, scale="3"),
-                 self.work / "logs" / "diagnosis.log", record)
-        return {"student_val_whole_s3": read_miou(out)}
+    def stage_oracle(self, record: list) -> dict:
+        """Diagnosis (training side): the eq. 4-only run again, its targets the aachen *ground truth* of
+        the training panoramas wherever it is labelled (the frozen TA's logits elsewhere). Same student,
+        scale, schedule and learning rate: how far perfect targets would take this student in this
+        schedule, against how far the TA's take it (``run_eq4``)."""
+        work = self.work
+        oracle_cache = write_oracle_targets(work / "targets", work / "proxy", work / "targets_oracle")
+        overrides = [*self.base_overrides(False), *RUNS["eq4"][0], f"train.target_cache={oracle_cache}"]
+        out = work / "runs" / "oracle_eq4"
+        self.run(self.train_args(out, self.steps, max(self.steps // 6, 1), overrides),
+                 work / "logs" / "oracle.log", record)
+        results = self.run_evals(self.eval_jobs("student_oracle_eq4", str(out / "student"), windows=False,
+                                                scale=self.student_scale), "eval_oracle", record)
+        return {"what": "eq. 4 only, targets = aachen ground truth where labelled (diagnosis)",
+                "overrides": overrides, "train_seconds": train_wall(out), "steps": self.steps,
+                "results": results,
+                "validation": [{"step": r["step"], "student": r["student"]["miou"]}
+                               for r in read_jsonl(out / "validation.jsonl")]}
 
     # ---------------------------------------------------------------------------------------- driver
     def run_stages(self, only: Collection[str] | None = None, redo: Collection[str] = ()) -> dict:

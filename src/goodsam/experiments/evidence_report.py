@@ -44,35 +44,108 @@ def _runs(state: dict) -> dict[str, dict]:
     return {k[4:]: v for k, v in state.items() if k.startswith("run_")}
 
 
+TA_RUN = "ta_adapt_scale1"  # the run in which the TA adapts (eq. 6 + 1 + 2)
+
+
 def summary_json(state: dict) -> dict:
-    """The numbers of every table (mIoU %), including the keys issue 12 names."""
+    """The numbers of every table (mIoU %), including the keys issue 12 names.
+
+    ``student_before`` is the untrained student at the input scale the trained one runs at (the same
+    inference mode); ``student_before_scale1`` at the paper's scale 1. ``ta_before``/``ta_after`` are the
+    TA with sliding windows at the scale it adapted at, before and after (the same inference mode)."""
     before = state.get("eval_before", {})
+    chosen_student = state.get("student_scale", {}).get("results", {})
     runs = _runs(state)
     full = runs.get("full", {}).get("results", {})
+    ta_run = runs.get(TA_RUN, {})
     fusion = state.get("fusion_eval", {}).get("rows", {})
     chosen = state.get("fusion_select", {}).get("chosen", {}).get("name", "CTCF (paper)")
     out: dict = {"scale_sweep": state.get("scale_sweep"), "student_scale": state.get("student_scale"),
-                 "fusion_select": state.get("fusion_select", {}),
+                 "fusion_select": state.get("fusion_select", {}), "lr_select": state.get("lr_select"),
                  "fusion_eval": fusion, "runs": {}}
+    ta_before_key = "ta_windows_s1" if ta_run.get("ta_scale") in ("1", None) else "ta_windows_chosen"
     for split in ("proxy", "cvrg"):
         def score(key: str, results: dict = before, split: str = split):
             return results.get(f"{split}/{key}", {}).get("miou")
 
         out[split] = {
             "ta_whole_scale1": score("ta_whole_s1"), "ta_windows_scale1": score("ta_windows_s1"),
-            "ta_windows_chosen_scale": score("ta_windows_chosen"), "ta_before": score("ta_windows_chosen"),
-            "ta_after": None,  # the TA's adaptation at the chosen scale was not run (see the report)
-            "student_before": score("student_before"), "student_after": score("student_full", full),
+            "ta_windows_chosen_scale": score("ta_windows_chosen"),
+            "ta_before": score(ta_before_key) if ta_run else None,
+            "ta_after": score(f"ta_{TA_RUN}", ta_run.get("results", {})) if ta_run else None,
+            "ta_adaptation_scale": ta_run.get("ta_scale"),
+            "student_before_scale1": score("student_before"),
+            "student_before": score("student_before_chosen_scale", chosen_student),
+            "student_after": score("student_full", full),
+            "student_scale": state.get("student_scale", {}).get("chosen"),
             "ctcf_own": fusion.get(chosen, {}).get("miou_own") if split == "proxy" else None,
             "ta_own": fusion.get(chosen, {}).get("ta_miou_own") if split == "proxy" else None,
         }
-    for name, run in runs.items():
+    oracle = state.get("oracle")
+    for name, run in [*runs.items(), *([("oracle_eq4", oracle)] if oracle else [])]:
         out["runs"][name] = {"what": run["what"], "overrides": run["overrides"], "steps": run["steps"],
                              "train_seconds": run["train_seconds"],
                              "proxy": run["results"].get(f"proxy/student_{name}", {}).get("miou"),
                              "cvrg": run["results"].get(f"cvrg/student_{name}", {}).get("miou"),
                              "validation": run["validation"]}
     return out
+
+
+def _ge(value: float | None, bound: float | None) -> str:
+    if value is None or bound is None:
+        return "not run"
+    return "yes" if value >= bound else "no"
+
+
+def acceptance_lines(data: dict, state: dict) -> list[str]:
+    """Issue 12's acceptance lines with the measured numbers (each computed here, none typed)."""
+    proxy, cvrg, runs = data["proxy"], data["cvrg"], data["runs"]
+    def add(value: float | None, delta: float) -> float | None:
+        return None if value is None else value + delta
+
+    after = proxy["student_after"]
+    lines = ["## Issue 12 acceptance, as measured (frankfurt proxy, 19 classes; CVRG, 7 categories)", "",
+             "| line | needed | measured | holds |", "|---|---|---|---|"]
+    need1, need2 = add(proxy["ta_whole_scale1"], 8), add(proxy["ta_windows_chosen_scale"], -2)
+    lines.append(f"| student after (full run) vs TA whole at scale 1 + 8 | >= {_f(need1)} | {_f(after)} | "
+                 f"{_ge(after, need1)} |")
+    lines.append(f"| student after vs TA windows at the chosen scale - 2 | >= {_f(need2)} | {_f(after)} | "
+                 f"{_ge(after, need2)} |")
+    tb, ta = proxy["ta_before"], proxy["ta_after"]
+    mode = f"windows, scale {proxy['ta_adaptation_scale']}" if proxy["ta_adaptation_scale"] else "—"
+    lines.append(f"| TA after its adaptation vs before ({mode}) | >= {_f(tb)} | {_f(ta)} | {_ge(ta, tb)} |")
+    ta_run = _runs(state).get(TA_RUN)
+    if ta_run:
+        key = "ta_windows_s1" if proxy["ta_adaptation_scale"] == "1" else "ta_windows_chosen"
+        was = state["eval_before"].get(f"proxy/{key}", {}).get("per_class", {})
+        now = ta_run["results"].get(f"proxy/ta_{TA_RUN}", {}).get("per_class", {})
+        fallen = [f"{c} {_f(v)} → {_f(now.get(c))}" for c, v in was.items()
+                  if v is not None and v >= 10 and (now.get(c) or 0.0) < v / 2]
+        lines.append(f"| no class the TA scored >= 10 IoU before falls below half | none | "
+                     f"{', '.join(fallen) or 'none'} | {'no' if fallen else 'yes'} |")
+    own, ta_own = proxy["ctcf_own"], proxy["ta_own"]
+    lines.append(f"| CTCF (chosen safeguards) vs TA on the pixels CTCF decides | > {_f(ta_own)} | "
+                 f"{_f(own)} | {'not run' if own is None else ('yes' if own > ta_own else 'no')} |")
+    cb, ca, cta = cvrg["student_before"], cvrg["student_after"], cvrg["ta_whole_scale1"]
+    lines.append(f"| CVRG: student after vs student before (same scale) and TA as-is (whole, scale 1) | "
+                 f">= {_f(cb)} and >= {_f(cta)} | {_f(ca)} | "
+                 f"{_ge(ca, None if cb is None or cta is None else max(cb, cta))} |")
+    pairs = [("eq. 5", "eq45", "eq4"), ("eq. 7", "full", "eq45"), ("CTCF over SSA", "full", "full_ssa"),
+             ("fusion safeguards over paper CTCF", "full", "full_paper_fusion"),
+             ("boundary safeguard over paper form", "full", "full_paper_boundary")]
+    for label, with_it, without in pairs:
+        a, b = runs.get(with_it), runs.get(without)
+        if not (a and b):
+            lines.append(f"| {label} lowers no number ({with_it} vs {without}) | — | not run | not run |")
+            continue
+        va, vb = a["validation"][-1]["student"], b["validation"][-1]["student"]
+        measured = (f"proxy {_f(a['proxy'])} vs {_f(b['proxy'])}, CVRG {_f(a['cvrg'])} vs {_f(b['cvrg'])}, "
+                    f"val {_f(va)} vs {_f(vb)}")
+        holds = all(x is not None and y is not None and x >= y
+                    for x, y in ((a["proxy"], b["proxy"]), (a["cvrg"], b["cvrg"]), (va, vb)))
+        lines.append(f"| {label} lowers no number ({with_it} vs {without}) | >= | {measured} | "
+                     f"{'yes' if holds else 'no'} |")
+    return lines + [""]
 
 
 def plot_curves(state: dict, path: Path) -> Path | None:
@@ -149,14 +222,26 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     lines += ["## 2. Headline (frankfurt proxy, 2 panoramas; CVRG panorama, 7 categories)", "",
               "| model | inference | proxy mIoU | CVRG mIoU | command (proxy) | wall |",
               "|---|---|---|---|---|---|"]
-    rows = [("TA as-is", "whole, scale 1", "ta_whole_s1", before),
-            ("TA as-is", "windows, scale 1", "ta_windows_s1", before),
-            ("TA as-is", f"windows, scale {sweep.get('chosen')}", "ta_windows_chosen", before),
-            ("student before", "whole", "student_before", before)]
+    student_stage = state.get("student_scale", {})
+    student_chosen = student_stage.get("results", {})
+    oracle = state.get("oracle")
+    rows = [("TA as-is", "whole, scale 1", "ta_whole_s1", before, before),
+            ("TA as-is", "windows, scale 1", "ta_windows_s1", before, before),
+            ("TA as-is", f"windows, scale {sweep.get('chosen')}", "ta_windows_chosen", before, before),
+            ("student before", "whole, scale 1", "student_before", before, before)]
+    if student_chosen:
+        rows.append(("student before", f"whole, scale {student_stage['chosen']}",
+                     "student_before_chosen_scale", student_chosen, student_stage))
     for name, run in runs.items():
-        rows.append((f"student after: {run['what']}", "whole", f"student_{name}", run["results"]))
-    for label, mode, key, results in rows:
-        stage = before if results is before else next(r for r in runs.values() if r["results"] is results)
+        rows.append((f"student after: {run['what']}", f"whole, scale {run.get('student_scale', '1')}",
+                     f"student_{name}", run["results"], run))
+        if run.get("ta_scale"):
+            rows.append((f"TA after: {run['what']}", f"windows, scale {run['ta_scale']}", f"ta_{name}",
+                         run["results"], run))
+    if oracle:
+        rows.append((f"diagnosis: {oracle['what']}", f"whole, scale {student_stage.get('chosen')}",
+                     "student_oracle_eq4", oracle["results"], oracle))
+    for label, mode, key, results, stage in rows:
         command, seconds = _command(stage, f"/{key} ", root)
         lines.append(f"| {label} | {mode} | {_f(results.get(f'proxy/{key}', {}).get('miou'))} | "
                      f"{_f(results.get(f'cvrg/{key}', {}).get('miou'))} | `{command}` | {_wall(seconds)} |")
@@ -174,46 +259,63 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     lines += ["", f"Chosen: **{chosen.get('chosen', {}).get('name', 'not run')}** — rule: "
               f"{chosen.get('rule', '')}.", ""]
     lines += ["## 4. Training runs (student terms; targets from the frozen TA at the chosen scale)", "",
-              "| run | loss terms and fusion | steps | train wall | proxy | CVRG | val (first → last) |",
-              "|---|---|---|---|---|---|---|"]
-    for name, run in runs.items():
+              "| run | loss terms and fusion | student scale | steps | train wall | proxy | CVRG | "
+              "val (first → last) |", "|---|---|---|---|---|---|---|---|"]
+    for name, run in [*runs.items(), *([("oracle_eq4", oracle)] if oracle else [])]:
         val = run["validation"]
         trend = f"{_f(val[0]['student'])} → {_f(val[-1]['student'])}" if val else "—"
         settings = dict(o.split("=", 1) for o in run["overrides"])  # the last value of a key wins
-        extra = ", ".join(f"{k}={v}" for k, v in settings.items() if k.startswith(("loss.eq", "fusion.")))
-        lines.append(f"| {run['what']} | `{extra}` | {run['steps']} | {_wall(run['train_seconds'])} | "
+        extra = ", ".join(f"{k}={v}" for k, v in settings.items()
+                          if k.startswith(("loss.eq", "fusion.", "ta.scale")))
+        scale = settings.get("student.scale", "1")
+        wall = _wall(run["train_seconds"])
+        lines.append(f"| {run['what']} | `{extra}` | {scale} | {run['steps']} | {wall} | "
                      f"{_f(run['results'].get(f'proxy/student_{name}', {}).get('miou'))} | "
                      f"{_f(run['results'].get(f'cvrg/student_{name}', {}).get('miou'))} | {trend} |")
     lr = state.get("lr_select")
     if lr:
-        lines += ["", f"Learning rate (`lr_select`, eq. 4 only, {lr['steps']} steps, aachen validation): "
+        lines += ["", "Learning rate (`lr_select`, eq. 4 only, "
+                  f"student scale {lr.get('student_scale', '1')}, "
+                  f"{lr['steps']} steps, aachen validation): "
                   + ", ".join(f"{k}: {_f(v['final'])}" for k, v in lr["scores"].items())
-                  + f" -> **{lr['chosen']}** ({_wall(lr['seconds'])} for both runs)."]
-    diag = state.get("diagnosis")
-    if diag:
-        lines += ["", "Diagnosis (aachen validation): the student before training scores "
-                  f"{_f(diag['student_val_whole_s3']['miou'])} on whole panoramas at input scale 3, against "
-                  f"{_f(runs.get('full', {}).get('validation', [{}])[0].get('student'))} at scale 1 "
-                  f"(command: `{diag['commands'][0]['command']}`, {_wall(diag['seconds'])})."]
+                  + f" -> **{lr['chosen']}** ({_wall(lr['seconds'])} for all runs)."]
+    if oracle and runs.get("eq4"):
+        eq4_val, oracle_val = runs["eq4"]["validation"], oracle["validation"]
+        lines += ["", "Diagnosis (training side): the eq. 4-only run with the aachen ground truth as its "
+                  "targets wherever labelled (`oracle_eq4`; same student, scale, schedule and learning rate) "
+                  f"goes {_f(oracle_val[0]['student'])} → {_f(oracle_val[-1]['student'])} on aachen "
+                  f"validation, against {_f(eq4_val[0]['student'])} → {_f(eq4_val[-1]['student'])} with "
+                  f"the TA's targets ({_wall(oracle['train_seconds'])} of training)."]
     if curve:
         lines += ["", "![validation curves](results/validation_curves.png)", ""]
-    lines += ["## 5. Per-class IoU (frankfurt proxy)", "", "| class | " + " | ".join(
-        k for k in ("TA s1 windows", "TA chosen windows", "student before", *runs)) + " |",
-              "|---|" + "---|" * (3 + len(runs))]
-    sources = [before.get("proxy/ta_windows_s1", {}), before.get("proxy/ta_windows_chosen", {}),
-               before.get("proxy/student_before", {})]
-    sources += [run["results"].get(f"proxy/student_{name}", {}) for name, run in runs.items()]
+    columns = {"TA s1 windows": before.get("proxy/ta_windows_s1", {}),
+               "TA chosen windows": before.get("proxy/ta_windows_chosen", {}),
+               "student before s1": before.get("proxy/student_before", {})}
+    if student_chosen:
+        columns[f"student before s{student_stage['chosen']}"] = student_chosen.get(
+            "proxy/student_before_chosen_scale", {})
+    for name, run in runs.items():
+        columns[name] = run["results"].get(f"proxy/student_{name}", {})
+        if run.get("ta_scale"):
+            columns[f"TA after ({name})"] = run["results"].get(f"proxy/ta_{name}", {})
+    if oracle:
+        columns["oracle_eq4"] = oracle["results"].get("proxy/student_oracle_eq4", {})
+    lines += ["## 5. Per-class IoU (frankfurt proxy)", "", "| class | " + " | ".join(columns) + " |",
+              "|---|" + "---|" * len(columns)]
+    sources = list(columns.values())
     for cls in CITYSCAPES_CLASSES:
         lines.append(f"| {cls} | " + " | ".join(_f(s.get("per_class", {}).get(cls)) for s in sources) + " |")
     files = state.get("overlays", {}).get("files", [])
     if files:
         lines += ["", "## 6. Overlays", "",
                   "Rows: input (and ground truth for CVRG), TA with windows at scale 1 and at the chosen "
-                  "scale, student before and after the full run (whole panorama).", ""]
+                  "scale, student before and after the full run (whole panorama, at the student's input "
+                  "scale).", ""]
         for item in files:
             name = Path(item["path"]).name
             lines += [f"![{name}](results/{name})", f"*{name}: {item['bytes'] // 1000} KB*", ""]
-    lines += ["", "## 7. Commands", ""]
+    lines += ["", *acceptance_lines(data, state)]
+    lines += ["## 7. Commands", ""]
     for stage, result in state.items():
         for item in result.get("commands", []) if isinstance(result, dict) else []:
             lines.append(f"* [{stage}] `{_shown(item['command'], root)}` — {_wall(item['seconds'])}")

@@ -159,6 +159,8 @@ class Trainer:
             "ta": self._adamw(self.ta_module, config.optim.ta),
         }
         self.step = 0
+        self.seconds_before = 0.0  # training wall of earlier invocations of this run (from the checkpoint)
+        self._fit_start: float | None = None
         self.ta_ema: nn.Module | None = None
         if config.train.ta_ema is not None:  # targets from a moving average of the TA (a safeguard)
             self.ta_ema = copy.deepcopy(self.ta_module).requires_grad_(False)
@@ -220,6 +222,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt.scaler)
         set_rng_state(ckpt.rng_info, ckpt.rng_tensors)
         self.step = ckpt.step
+        self.seconds_before = float(ckpt.extra.get("train_seconds", 0.0))
 
     # ------------------------------------------------------------------------------- one panorama
     def _autocast(self):
@@ -382,7 +385,8 @@ class Trainer:
             scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
             path = save_checkpoint(self.run_dir, self.step, self.config.hash(), self.ta_module,
                                    self.student_module, self.optimizers, scaler,
-                                   keep=self.config.train.keep_checkpoints, ta_ema=self.ta_ema)
+                                   keep=self.config.train.keep_checkpoints, ta_ema=self.ta_ema,
+                                   extra={"train_seconds": self.train_seconds()})
             self.export(with_ta=final)
             if self.monitor:
                 self.monitor.flush()
@@ -444,10 +448,15 @@ class Trainer:
         return export_model(self.student_module, self.run_dir / "student", self.config.student.architecture,
                             source, extra={**extra, **scale})
 
+    def train_seconds(self) -> float:
+        """The run's training wall so far: earlier invocations (as checkpointed) plus this one's."""
+        now = 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
+        return self.seconds_before + now
+
     def fit(self, steps: int | None = None) -> TrainResult:
         """Train until ``steps`` (default ``train.steps``) optimiser steps are done; checkpoint on the way."""
         total = self.config.train.steps if steps is None else steps
-        start_time = time.perf_counter()
+        start_time = self._fit_start = time.perf_counter()
         history: list[dict] = []
         saved_at = None
         bar = tqdm(total=total, initial=min(self.step, total), desc="train", unit="step",
@@ -481,7 +490,7 @@ class Trainer:
             self.save(final=True)
         if self.info.is_main:
             summary = {"step": self.step, "seconds": time.perf_counter() - start_time,
-                       "config_hash": self.config.hash()}
+                       "total_seconds": self.train_seconds(), "config_hash": self.config.hash()}
             atomic_write_text(self.run_dir / "run.json", json.dumps(summary, indent=2) + "\n")
         return TrainResult(self.run_dir, self.step, history, student_dir, time.perf_counter() - start_time)
 

@@ -1,0 +1,109 @@
+"""The evidence report: issue 12's acceptance lines are computed from the stage results, and the oracle
+diagnosis targets put the ground truth where it is labelled and nothing else changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from goodsam.experiments.evidence import write_oracle_targets
+from goodsam.experiments.evidence_report import acceptance_lines, summary_json, write_report
+from goodsam.fileio import save_tensors
+from goodsam.imageio import save_png
+from goodsam.panorama.windows import sliding_windows
+
+
+def _scores(miou: float, **per_class: float) -> dict:
+    return {"miou": miou, "pixel_accuracy": 90.0, "per_class": per_class}
+
+
+def _run(what: str, proxy: float, cvrg: float, val: float, **extra) -> dict:
+    name = extra.pop("name")
+    results = {f"proxy/student_{name}": _scores(proxy), f"cvrg/student_{name}": _scores(cvrg)}
+    results.update(extra.pop("results", {}))
+    return {"what": what, "overrides": ["student.scale=2", "loss.eq4_erp=1"], "steps": 60,
+            "train_seconds": 600.0, "student_scale": "2", "results": results,
+            "validation": [{"step": 0, "student": 38.0}, {"step": 60, "student": val}], **extra}
+
+
+def _state() -> dict:
+    before = {"proxy/ta_whole_s1": _scores(23.6), "cvrg/ta_whole_s1": _scores(59.7),
+              "proxy/ta_windows_s1": _scores(24.3, road=90.0, pole=14.0, bus=7.0),
+              "cvrg/ta_windows_s1": _scores(59.5), "proxy/ta_windows_chosen": _scores(40.2),
+              "cvrg/ta_windows_chosen": _scores(20.5), "proxy/student_before": _scores(22.6),
+              "cvrg/student_before": _scores(45.7)}
+    ta_results = {"proxy/ta_ta_adapt_scale1": _scores(25.0, road=91.0, pole=6.0, bus=1.0),
+                  "cvrg/ta_ta_adapt_scale1": _scores(60.0)}
+    return {
+        "scale_sweep": {"val_miou": {"1": 32.2, "3": 48.4}, "chosen": "3", "rule": "best"},
+        "student_scale": {"val_miou": {"1": 32.4, "2": 38.3}, "chosen": "2", "rule": "best", "seconds": 10,
+                          "results": {"proxy/student_before_chosen_scale": _scores(27.8),
+                                      "cvrg/student_before_chosen_scale": _scores(42.8)}},
+        "fusion_select": {"chosen": {"name": "CTCF + both (0.7)"}, "rows": {}},
+        "fusion_eval": {"rows": {"CTCF + both (0.7)": {"miou": 40.6, "miou_own": 38.0, "ta_miou_own": 37.4}}},
+        "eval_before": before,
+        "run_eq4": _run("eq. 4 only", 29.4, 50.7, 38.7, name="eq4"),
+        "run_eq45": _run("eq. 4 + 5", 29.9, 51.6, 38.9, name="eq45"),
+        "run_full": _run("full", 32.0, 51.1, 39.0, name="full"),
+        "run_full_ssa": _run("full, SSA", 30.0, 52.0, 38.0, name="full_ssa"),
+        "run_ta_adapt_scale1": _run("TA adaptation", 24.0, 45.0, 33.0, name="ta_adapt_scale1", ta_scale="1",
+                                    results=ta_results),
+    }
+
+
+def _row(lines: list[str], start: str) -> list[str]:
+    row = next(line for line in lines if line.startswith(f"| {start}"))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def test_acceptance_lines_are_computed_from_the_stage_results() -> None:
+    state = _state()
+    data = summary_json(state)
+    assert data["proxy"]["student_after"] == 32.0 and data["proxy"]["student_before"] == 27.8
+    assert data["proxy"]["ta_before"] == 24.3 and data["proxy"]["ta_after"] == 25.0  # same mode: windows s1
+    lines = acceptance_lines(data, state)
+    assert _row(lines, "student after (full run) vs TA whole")[1:] == [">= 31.6", "32.0", "yes"]
+    assert _row(lines, "student after vs TA windows")[1:] == [">= 38.2", "32.0", "no"]
+    assert _row(lines, "TA after its adaptation")[1:] == [">= 24.3", "25.0", "yes"]
+    # pole 14 -> 6 falls below half; bus (7 before) is under the 10-IoU bar, road holds.
+    assert _row(lines, "no class the TA scored")[2:] == ["pole 14.0 → 6.0", "no"]
+    assert _row(lines, "CTCF (chosen safeguards)")[1:] == ["> 37.4", "38.0", "yes"]
+    assert _row(lines, "CVRG: student after")[1:] == [">= 42.8 and >= 59.7", "51.1", "no"]
+    assert _row(lines, "eq. 5 lowers")[-1] == "yes"
+    assert _row(lines, "CTCF over SSA")[-1] == "no"  # CVRG 51.1 < 52.0
+    assert _row(lines, "fusion safeguards")[-1] == "not run"
+
+
+def test_report_writes_markdown_json_and_the_acceptance_section(tmp_path: Path) -> None:
+    path = write_report(tmp_path, _state(), tmp_path)
+    text = path.read_text()
+    assert "## Issue 12 acceptance, as measured" in text
+    assert "| TA after: TA adaptation | windows, scale 1 |" in text
+    data = json.loads((tmp_path / "results.json").read_text())
+    for key in ("ta_whole_scale1", "ta_windows_chosen_scale", "ta_before", "ta_after", "student_before",
+                "student_after", "ctcf_own", "ta_own"):
+        assert key in data["proxy"] and key in data["cvrg"]
+    assert (tmp_path / "results" / "validation_curves.png").stat().st_size > 1000
+
+
+def test_oracle_targets_put_the_labels_where_known_and_keep_the_ta_elsewhere(tmp_path: Path) -> None:
+    layout = sliding_windows(32, 128, 64, 32)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(layout.num_windows, 19, 32, 64, generator=generator)
+    save_tensors(tmp_path / "ta" / "train_a_0000.safetensors", {"logits": logits}, metadata={"identity": "x"})
+    label = np.random.default_rng(0).integers(0, 19, (32, 128)).astype(np.uint8)
+    label[:, :10] = 255  # unlabelled
+    save_png(tmp_path / "proxy" / "train_a" / "labels" / "train_a_0000_trainIds.png", label)
+    out = write_oracle_targets(tmp_path / "ta", tmp_path / "proxy", tmp_path / "oracle", layout)
+    with safe_open(str(out / "train_a_0000.safetensors"), framework="pt") as handle:
+        oracle, metadata = handle.get_tensor("logits"), handle.metadata()
+    assert metadata == {"identity": "x"}  # read by goodsam train as the same TA's targets
+    for k in range(layout.num_windows):
+        crop = torch.from_numpy(label[:, layout.window_columns(k)].astype(np.int64))
+        known = crop < 19
+        assert torch.equal(oracle[k].argmax(0)[known], crop[known])
+        assert torch.equal(oracle[k][:, ~known], logits[k][:, ~known])
