@@ -244,6 +244,15 @@ def test_validation_is_logged_plotted_and_resumes(small_data: dict[str, Path], t
     # The run's training wall adds the invocations up (run.json: this one's and the total).
     second_run = json.loads((run / "run.json").read_text())
     assert second_run["total_seconds"] == pytest.approx(checkpointed + second_run["seconds"], abs=0.05)
+    # A checkpoint from before ``train_seconds`` existed: the wall comes from run.json at its step.
+    state_file = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip() / "state.json"
+    state = json.loads(state_file.read_text())
+    state["extra"].pop("train_seconds")
+    state_file.write_text(json.dumps(state))
+    old = Trainer(cfg, small_data["data"], small_data["masks"], run, resume=True, progress=False,
+                  tensorboard=False)
+    assert old.seconds_before == pytest.approx(second_run["total_seconds"])
+    old.close()
 
 
 def test_moving_average_ta_makes_the_targets_and_resumes(small_data: dict[str, Path], tmp_path: Path) -> None:

@@ -84,7 +84,9 @@ RUNS = {
                         "TA adaptation (eq. 6 + 1 + 2) beside eq. 4 + 5 + 7, TA and student at scale 1"),
 }
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
-          "fusion_eval", *[f"run_{name}" for name in RUNS], "oracle", "overlays", "report")
+          "fusion_eval", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa", "run_full_paper_fusion",
+          "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "overlays", "report")
+assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 
 
 def single_threaded_env() -> dict[str, str]:

@@ -222,7 +222,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt.scaler)
         set_rng_state(ckpt.rng_info, ckpt.rng_tensors)
         self.step = ckpt.step
-        self.seconds_before = float(ckpt.extra.get("train_seconds", 0.0))
+        self.seconds_before = float(ckpt.extra.get("train_seconds", self._recorded_seconds(ckpt.step)))
 
     # ------------------------------------------------------------------------------- one panorama
     def _autocast(self):
@@ -447,6 +447,17 @@ class Trainer:
                          extra=extra)
         return export_model(self.student_module, self.run_dir / "student", self.config.student.architecture,
                             source, extra={**extra, **scale})
+
+    def _recorded_seconds(self, step: int) -> float:
+        """The training wall ``run.json`` records for ``step`` (checkpoints older than ``train_seconds``
+        ended at it), else 0."""
+        try:
+            summary = json.loads((self.run_dir / "run.json").read_text())
+        except (OSError, ValueError):
+            return 0.0
+        if summary.get("step") != step:
+            return 0.0
+        return float(summary.get("total_seconds", summary.get("seconds", 0.0)))
 
     def train_seconds(self) -> float:
         """The run's training wall so far: earlier invocations (as checkpointed) plus this one's."""
