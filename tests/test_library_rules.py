@@ -120,3 +120,33 @@ def test_exported_model_round_trip(tmp_path: Path) -> None:
     loaded = load_exported_model(out)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_large_file_digests_persist_across_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import json
+
+    from goodsam import assets
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(assets, "_VERIFIED", {})
+    big = tmp_path / "weights.pt"
+    big.write_bytes(os.urandom(1024) * (assets.PERSISTENT_DIGEST_BYTES // 1024))
+    real = hashlib.sha256(big.read_bytes()).hexdigest()
+    assert assets.sha256_file(big) == real
+    memo_path = tmp_path / "cache" / "goodsam" / "sha256.json"
+    memo = json.loads(memo_path.read_text())
+    assert list(memo.values()) == [real]
+    # A new process (empty in-process memo) takes the digest from the file, without reading the weights.
+    memo = {key: "0" * 64 for key in memo}
+    memo_path.write_text(json.dumps(memo))
+    monkeypatch.setattr(assets, "_VERIFIED", {})
+    assert assets.sha256_file(big) == "0" * 64
+    # Touching the file (new modification time) makes it read again.
+    stat = big.stat()
+    os.utime(big, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert assets.sha256_file(big) == real
+    small = tmp_path / "image.png"
+    small.write_bytes(b"x" * 100)
+    assert assets.sha256_file(small) == hashlib.sha256(b"x" * 100).hexdigest()
+    assert len(json.loads(memo_path.read_text())) == 2  # small files stay out of the memo

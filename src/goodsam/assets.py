@@ -10,7 +10,9 @@ One resolver for every file the project reads but does not ship. Roots are searc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from goodsam.errors import AssetError
-from goodsam.fileio import atomic_path
+from goodsam.fileio import atomic_path, atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,19 +114,47 @@ def find_asset(relative: str | os.PathLike, explicit: str | os.PathLike | None =
 
 
 _VERIFIED: dict[tuple[str, int, float], str] = {}
+PERSISTENT_DIGEST_BYTES = 16 << 20  # files at least this large keep their digest across processes
+
+
+def _digest_memo_path() -> Path:
+    return user_cache_dir() / "sha256.json"
+
+
+def _read_digest_memo() -> dict[str, str]:
+    try:
+        data = json.loads(_digest_memo_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def sha256_file(path: Path) -> str:
-    """SHA-256 of a file (memoised by path, size and modification time)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime)
-    if key not in _VERIFIED:
+    """SHA-256 of a file, memoised by path, size and modification time: in the process, and for files of
+    at least 16 MiB (SAM weights) also in ``~/.cache/goodsam/sha256.json``, so a second ``goodsam
+    train`` or ``goodsam masks`` does not read a 2.5 GB checkpoint again. A file rewritten in place keeps
+    neither its size and modification time nor its memo entry."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    persistent = stat.st_size >= PERSISTENT_DIGEST_BYTES
+    text_key = f"{key[0]}|{key[1]}|{key[2]}"
+    memo = _read_digest_memo() if persistent else {}
+    digest_hex = memo.get(text_key)
+    if not isinstance(digest_hex, str):
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-        _VERIFIED[key] = digest.hexdigest()
-    return _VERIFIED[key]
+        digest_hex = digest.hexdigest()
+        if persistent:
+            memo[text_key] = digest_hex
+            with contextlib.suppress(OSError):  # a read-only cache only costs the next process a read
+                atomic_write_text(_digest_memo_path(), json.dumps(memo, indent=0, sort_keys=True) + "\n",
+                                  fsync=False)
+    _VERIFIED[key] = digest_hex
+    return digest_hex
 
 
 def weight_spec(name: str) -> WeightSpec:
