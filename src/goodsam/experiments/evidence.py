@@ -63,6 +63,7 @@ VARIANTS = (
 )
 LEARNING_RATES = ("5e-5", "2e-4", "8e-4")  # the config's, a quarter and four times it
 SELECT_STEPS = 20
+LONG_STEPS = 240  # the full_long run: four times the 60-step schedule (about 1 hour on 2 cores)
 STUDENT_ONLY = ["loss.eq6_ta_ensemble=0", "loss.eq1_consistency=0", "loss.eq2_boundary_enhanced=0"]
 EQ4_ONLY = [*STUDENT_ONLY, "loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"]
 # name -> (overrides on top of the base, what it shows). Every run's student sees the panorama at the
@@ -77,6 +78,10 @@ RUNS = {
     "full_paper_boundary": ([*STUDENT_ONLY, "loss.boundary_form=paper"],
                             "eq. 4 + 5 + 7, paper boundary form"),
     "eq4_scale1": (EQ4_ONLY, "eq. 4 only, the student at input scale 1 (the paper's)"),
+    # the schedule: the full run with four times the steps (and its decay over them); resumable, so it
+    # may span sessions; its validation curve shows whether 60 steps had converged
+    "full_long": ([*STUDENT_ONLY, f"optim.decay_steps={LONG_STEPS}"],
+                  f"eq. 4 + 5 + 7 (all safeguards), {LONG_STEPS} steps"),
     # the TA's own adaptation (eq. 6 + 1 + 2 on, with the student's terms): TA and student at scale 1,
     # its frozen-TA targets in their own cache (a TA at scale 3 with gradient through seven 1200x1536
     # windows per panorama does not fit this machine's memory and time)
@@ -85,7 +90,8 @@ RUNS = {
 }
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa", "run_full_paper_fusion",
-          "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "overlays", "report")
+          "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long", "overlays",
+          "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 
 
@@ -391,11 +397,11 @@ class Evidence:
 
     def stage_run(self, record: list, name: str) -> dict:
         extra, what = RUNS[name]
-        steps = self.steps
         scale = "1" if name.endswith("_scale1") else self.student_scale
         fusion = "loss.eq5_student_ensemble=0" not in extra
         overrides = [*self.base_overrides(fusion, student_scale=scale != "1"),
                      *(item.format(work=self.work) for item in extra)]
+        steps = int(dict(o.split("=", 1) for o in overrides)["optim.decay_steps"])  # the run's horizon
         out = self.work / "runs" / name
         self.run(self.train_args(out, steps, max(steps // 6, 1), overrides),
                  self.work / "logs" / f"run_{name}.log", record)

@@ -45,6 +45,14 @@ def _runs(state: dict) -> dict[str, dict]:
 
 
 TA_RUN = "ta_adapt_scale1"  # the run in which the TA adapts (eq. 6 + 1 + 2)
+HEADLINE_RUNS = ("full", "full_long")  # the same terms at two schedules
+
+
+def headline_run(state: dict) -> str:
+    """The full run ("student after") of the schedule with the higher final aachen-validation mIoU."""
+    runs = _runs(state)
+    done = [name for name in HEADLINE_RUNS if runs.get(name, {}).get("validation")]
+    return max(done, key=lambda name: runs[name]["validation"][-1]["student"]) if done else "full"
 
 
 def summary_json(state: dict) -> dict:
@@ -56,7 +64,8 @@ def summary_json(state: dict) -> dict:
     before = state.get("eval_before", {})
     chosen_student = state.get("student_scale", {}).get("results", {})
     runs = _runs(state)
-    full = runs.get("full", {}).get("results", {})
+    headline = headline_run(state)
+    full = runs.get(headline, {}).get("results", {})
     ta_run = runs.get(TA_RUN, {})
     fusion = state.get("fusion_eval", {}).get("rows", {})
     chosen = state.get("fusion_select", {}).get("chosen", {}).get("name", "CTCF (paper)")
@@ -76,7 +85,7 @@ def summary_json(state: dict) -> dict:
             "ta_adaptation_scale": ta_run.get("ta_scale"),
             "student_before_scale1": score("student_before"),
             "student_before": score("student_before_chosen_scale", chosen_student),
-            "student_after": score("student_full", full),
+            "student_after": score(f"student_{headline}", full), "student_after_run": headline,
             "student_scale": state.get("student_scale", {}).get("chosen"),
             "ctcf_own": fusion.get(chosen, {}).get("miou_own") if split == "proxy" else None,
             "ta_own": fusion.get(chosen, {}).get("ta_miou_own") if split == "proxy" else None,
@@ -107,8 +116,8 @@ def acceptance_lines(data: dict, state: dict) -> list[str]:
     lines = ["## Issue 12 acceptance, as measured (frankfurt proxy, 19 classes; CVRG, 7 categories)", "",
              "| line | needed | measured | holds |", "|---|---|---|---|"]
     need1, need2 = add(proxy["ta_whole_scale1"], 8), add(proxy["ta_windows_chosen_scale"], -2)
-    lines.append(f"| student after (full run) vs TA whole at scale 1 + 8 | >= {_f(need1)} | {_f(after)} | "
-                 f"{_ge(after, need1)} |")
+    lines.append(f"| student after ({proxy['student_after_run']} run) vs TA whole at scale 1 + 8 | "
+                 f">= {_f(need1)} | {_f(after)} | {_ge(after, need1)} |")
     lines.append(f"| student after vs TA windows at the chosen scale - 2 | >= {_f(need2)} | {_f(after)} | "
                  f"{_ge(after, need2)} |")
     tb, ta = proxy["ta_before"], proxy["ta_after"]
