@@ -32,10 +32,15 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+from safetensors import safe_open
+
 from goodsam.assets import find_asset
 from goodsam.evaluation import open_labelled_set
 from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_set
 from goodsam.experiments.evidence_report import write_report
+from goodsam.fileio import save_tensors
 from goodsam.imageio import load_label, load_rgb, save_png
 from goodsam.inference import default_scale, load_model, predict_labels
 from goodsam.panorama.windows import WindowLayout, sliding_windows
@@ -147,12 +152,6 @@ def write_oracle_targets(ta_cache: Path, proxy: Path, out: Path, layout: WindowL
     the ground-truth class made the argmax (by a margin of 100) wherever the label is a class; unlabelled
     pixels keep the TA's logits. The cache identity is the TA cache's, so ``goodsam train`` reads it as
     that TA's targets (diagnosis only: it lets eq. 4 train on ground truth with nothing else changed)."""
-    import numpy as np
-    import torch
-    from safetensors import safe_open
-
-    from goodsam.fileio import save_tensors
-
     layout = layout or sliding_windows(400, 2048, 512, 256)
     for path in sorted(ta_cache.glob("*.safetensors")):
         target = out / path.name
