@@ -248,7 +248,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
             rows.append((f"TA after: {run['what']}", f"windows, scale {run['ta_scale']}", f"ta_{name}",
                          run["results"], run))
     if oracle:
-        rows.append((f"diagnosis: {oracle['what']}", f"whole, scale {student_stage.get('chosen')}",
+        rows.append((f"student after: {oracle['what']}", f"whole, scale {student_stage.get('chosen')}",
                      "student_oracle_eq4", oracle["results"], oracle))
     for label, mode, key, results, stage in rows:
         command, seconds = _command(stage, f"/{key} ", root)
