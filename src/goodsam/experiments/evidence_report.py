@@ -275,7 +275,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
         trend = f"{_f(val[0]['student'])} → {_f(val[-1]['student'])}" if val else "—"
         settings = dict(o.split("=", 1) for o in run["overrides"])  # the last value of a key wins
         extra = ", ".join(f"{k}={v}" for k, v in settings.items()
-                          if k.startswith(("loss.eq", "fusion.", "ta.scale")))
+                          if k.startswith(("loss.", "fusion.", "ta.scale")))
         scale = settings.get("student.scale", "1")
         wall = _wall(run["train_seconds"])
         lines.append(f"| {run['what']} | `{extra}` | {scale} | {run['steps']} | {wall} | "
