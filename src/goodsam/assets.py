@@ -134,8 +134,9 @@ def sha256_file(path: Path) -> str:
     at least 16 MiB (SAM weights) also in ``~/.cache/goodsam/sha256.json``, so a second ``goodsam
     train`` or ``goodsam masks`` does not read a 2.5 GB checkpoint again. A file rewritten in place keeps
     neither its size and modification time nor its memo entry."""
-    stat = Path(path).stat()
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _VERIFIED:
         return _VERIFIED[key]
     persistent = stat.st_size >= PERSISTENT_DIGEST_BYTES

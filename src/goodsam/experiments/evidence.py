@@ -39,13 +39,14 @@ from safetensors import safe_open
 from goodsam.assets import find_asset
 from goodsam.evaluation import open_labelled_set
 from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_set
-from goodsam.experiments.evidence_report import write_report
+from goodsam.experiments.evidence_report import override_values, write_report
 from goodsam.fileio import save_tensors
 from goodsam.imageio import load_label, load_rgb, save_png
 from goodsam.inference import default_scale, load_model, predict_labels
 from goodsam.panorama.windows import WindowLayout, sliding_windows
 from goodsam.segmenters import build_segmenter
 from goodsam.train.data import fit_erp_band_labelled, fit_erp_folder
+from goodsam.train.trainer import recorded_train_seconds
 from goodsam.visualize import categories_as_train_ids, panel, save_small_png, train_ids_as_categories
 
 GOODSAM = [sys.executable, "-m", "goodsam.cli"]
@@ -136,15 +137,6 @@ def read_miou(folder: Path) -> dict:
 def read_jsonl(path: Path) -> list[dict]:
     """One JSON object per line (``metrics.jsonl``, ``validation.jsonl`` of a training run)."""
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def train_wall(run: Path) -> float | None:
-    """A training run's wall time summed over its invocations (``run.json``; older runs: their last)."""
-    path = run / "run.json"
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    return data.get("total_seconds", data.get("seconds"))
 
 
 def write_oracle_targets(ta_cache: Path, proxy: Path, out: Path, layout: WindowLayout | None = None) -> Path:
@@ -400,20 +392,27 @@ class Evidence:
         fusion = "loss.eq5_student_ensemble=0" not in extra
         overrides = [*self.base_overrides(fusion, student_scale=scale != "1"),
                      *(item.format(work=self.work) for item in extra)]
-        steps = int(dict(o.split("=", 1) for o in overrides)["optim.decay_steps"])  # the run's horizon
+        return self.train_and_score(name, overrides, what, scale, record)
+
+    def train_and_score(self, name: str, overrides: list[str], what: str, scale: str, record: list) -> dict:
+        """Train run ``name`` (``runs/<name>``) to its schedule's horizon, then score its student (whole
+        panorama at ``scale``) and, when a TA term is on, its adapted TA (windows at its scale) on the
+        frankfurt proxy and CVRG; with its validation curve and training wall."""
+        settings = override_values(overrides)
+        steps = int(settings["optim.decay_steps"])  # the run's horizon
         out = self.work / "runs" / name
         self.run(self.train_args(out, steps, max(steps // 6, 1), overrides),
                  self.work / "logs" / f"run_{name}.log", record)
         jobs = self.eval_jobs(f"student_{name}", str(out / "student"), windows=False, scale=scale)
         ta_scale = None
-        if "loss.eq6_ta_ensemble=0" not in extra:  # the TA adapted: the TA after, windows at its scale
-            ta_scale = dict(o.split("=", 1) for o in overrides)["ta.scale"]
+        if settings.get("loss.eq6_ta_ensemble") != "0":  # the TA adapted: the TA after, windows at its scale
+            ta_scale = settings["ta.scale"]
             jobs += self.eval_jobs(f"ta_{name}", str(out / "ta"), windows=True, scale=ta_scale)
         results = self.run_evals(jobs, f"eval_{name}", record)
         val_curve = read_jsonl(out / "validation.jsonl")
         losses = [m for m in read_jsonl(out / "metrics.jsonl") if "student" in m]
-        return {"what": what, "overrides": overrides, "train_seconds": train_wall(out), "steps": steps,
-                "student_scale": scale, "ta_scale": ta_scale, "results": results,
+        return {"what": what, "overrides": overrides, "train_seconds": recorded_train_seconds(out),
+                "steps": steps, "student_scale": scale, "ta_scale": ta_scale, "results": results,
                 "validation": [{"step": r["step"], "student": r["student"]["miou"],
                                 "ta": (r.get("ta") or {}).get("miou")} for r in val_curve],
                 "loss_first": losses[0]["student"] if losses else None,
@@ -457,16 +456,9 @@ class Evidence:
         work = self.work
         oracle_cache = write_oracle_targets(work / "targets", work / "proxy", work / "targets_oracle")
         overrides = [*self.base_overrides(False), *RUNS["eq4"][0], f"train.target_cache={oracle_cache}"]
-        out = work / "runs" / "oracle_eq4"
-        self.run(self.train_args(out, self.steps, max(self.steps // 6, 1), overrides),
-                 work / "logs" / "oracle.log", record)
-        results = self.run_evals(self.eval_jobs("student_oracle_eq4", str(out / "student"), windows=False,
-                                                scale=self.student_scale), "eval_oracle", record)
-        return {"what": "eq. 4 only, targets = aachen ground truth where labelled (diagnosis)",
-                "overrides": overrides, "train_seconds": train_wall(out), "steps": self.steps,
-                "results": results,
-                "validation": [{"step": r["step"], "student": r["student"]["miou"]}
-                               for r in read_jsonl(out / "validation.jsonl")]}
+        return self.train_and_score("oracle_eq4", overrides,
+                                    "eq. 4 only, targets = aachen ground truth where labelled (diagnosis)",
+                                    self.student_scale, record)
 
     # ---------------------------------------------------------------------------------------- driver
     def run_stages(self, only: Collection[str] | None = None, redo: Collection[str] = ()) -> dict:

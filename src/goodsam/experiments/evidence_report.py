@@ -40,6 +40,11 @@ def _command(stage: dict, needle: str, root: Path) -> tuple[str, float | None]:
     return "", None
 
 
+def override_values(overrides: list[str]) -> dict[str, str]:
+    """``--set`` items (``key=value``) as a mapping; the last value of a key wins, as in training."""
+    return dict(item.split("=", 1) for item in overrides)
+
+
 def _runs(state: dict) -> dict[str, dict]:
     return {k[4:]: v for k, v in state.items() if k.startswith("run_")}
 
@@ -273,7 +278,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     for name, run in [*runs.items(), *([("oracle_eq4", oracle)] if oracle else [])]:
         val = run["validation"]
         trend = f"{_f(val[0]['student'])} → {_f(val[-1]['student'])}" if val else "—"
-        settings = dict(o.split("=", 1) for o in run["overrides"])  # the last value of a key wins
+        settings = override_values(run["overrides"])
         extra = ", ".join(f"{k}={v}" for k, v in settings.items()
                           if k.startswith(("loss.", "fusion.", "ta.scale")))
         scale = settings.get("student.scale", "1")

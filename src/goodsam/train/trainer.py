@@ -61,6 +61,19 @@ from goodsam.train.validation import Validation, append_jsonl, plot_validation_c
 ModelFactory = Callable[[TrainConfig, torch.device], tuple[nn.Module, nn.Module]]
 
 
+def recorded_train_seconds(run_dir: str | Path, step: int | None = None) -> float | None:
+    """The training wall a run's ``run.json`` records, summed over its invocations (runs from before
+    ``total_seconds``: their last invocation's); None without one, or when it was written at another step
+    than ``step``."""
+    try:
+        summary = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if step is not None and summary.get("step") != step:
+        return None
+    return summary.get("total_seconds", summary.get("seconds"))
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
@@ -222,7 +235,10 @@ class Trainer:
             self.scaler.load_state_dict(ckpt.scaler)
         set_rng_state(ckpt.rng_info, ckpt.rng_tensors)
         self.step = ckpt.step
-        self.seconds_before = float(ckpt.extra.get("train_seconds", self._recorded_seconds(ckpt.step)))
+        seconds = ckpt.extra.get("train_seconds")
+        if seconds is None:  # a checkpoint from before train_seconds: its run.json, if it ended there
+            seconds = recorded_train_seconds(self.run_dir, step=ckpt.step)
+        self.seconds_before = float(seconds or 0.0)
 
     # ------------------------------------------------------------------------------- one panorama
     def _autocast(self):
@@ -447,17 +463,6 @@ class Trainer:
                          extra=extra)
         return export_model(self.student_module, self.run_dir / "student", self.config.student.architecture,
                             source, extra={**extra, **scale})
-
-    def _recorded_seconds(self, step: int) -> float:
-        """The training wall ``run.json`` records for ``step`` (checkpoints older than ``train_seconds``
-        ended at it), else 0."""
-        try:
-            summary = json.loads((self.run_dir / "run.json").read_text())
-        except (OSError, ValueError):
-            return 0.0
-        if summary.get("step") != step:
-            return 0.0
-        return float(summary.get("total_seconds", summary.get("seconds", 0.0)))
 
     def train_seconds(self) -> float:
         """The run's training wall so far: earlier invocations (as checkpointed) plus this one's."""
