@@ -505,8 +505,9 @@ class Trainer:
         if saved_at != self.step:  # nothing left to train (e.g. resumed at the end): still export
             self.save(final=True)
         if self.info.is_main:
-            summary = {"step": self.step, "seconds": time.perf_counter() - start_time,
-                       "total_seconds": self.train_seconds(), "config_hash": self.config.hash()}
+            elapsed = time.perf_counter() - start_time  # one clock read: total = earlier runs + this one
+            summary = {"step": self.step, "seconds": elapsed, "total_seconds": self.seconds_before + elapsed,
+                       "config_hash": self.config.hash()}
             atomic_write_text(self.run_dir / "run.json", json.dumps(summary, indent=2) + "\n")
         return TrainResult(self.run_dir, self.step, history, student_dir, time.perf_counter() - start_time)
 
