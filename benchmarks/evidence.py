@@ -2,7 +2,9 @@
 
 Writes ``docs/results.md``, ``docs/results.json`` and ``docs/results/*.png``. Stages (data, masks,
 scale_sweep, fusion_select, lr_select, eval_before, fusion_eval, run_<name>, diagnosis, overlays, report)
-are skipped when their ``WORK/stages/<name>.json`` exists; ``--redo NAME`` reruns one.
+are skipped when their ``WORK/stages/<name>.json`` exists; ``--redo NAME`` reruns one. Every finished
+stage's record also goes to ``docs/results/stages.json``: a fresh checkout restores those stages from it
+(all but data and masks, whose files later stages read) and runs only the rest.
 
     python benchmarks/evidence.py [--work outputs/evidence] [--steps 60] [--only STAGE ...] [--redo STAGE ...]
 """

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from goodsam.experiments.evidence import write_oracle_targets
+from goodsam.experiments.evidence import Evidence, write_oracle_targets
 from goodsam.experiments.evidence_report import acceptance_lines, summary_json, write_report
 from goodsam.fileio import save_tensors
 from goodsam.imageio import save_png
@@ -107,3 +107,29 @@ def test_oracle_targets_put_the_labels_where_known_and_keep_the_ta_elsewhere(tmp
         known = crop < 19
         assert torch.equal(oracle[k].argmax(0)[known], crop[known])
         assert torch.equal(oracle[k][:, ~known], logits[k][:, ~known])
+
+
+def test_finished_stages_are_recorded_and_restored_in_a_new_work_folder(tmp_path: Path, monkeypatch) -> None:
+    calls: list[str] = []
+
+    def stage_scale_sweep(self, record: list) -> dict:
+        calls.append("scale_sweep")
+        record.append({"command": "goodsam eval ...", "seconds": 1.0, "rc": 0})
+        return {"val_miou": {"1": 30.0, "3": 40.0}, "chosen": "3"}
+
+    monkeypatch.setattr(Evidence, "stage_scale_sweep", stage_scale_sweep)
+    docs = tmp_path / "docs"
+    first = Evidence(tmp_path / "work_a", docs, root=tmp_path)
+    first.run_stages(only=["scale_sweep"])
+    records = json.loads((docs / "results" / "stages.json").read_text())
+    assert calls == ["scale_sweep"] and records["scale_sweep"]["chosen"] == "3"
+    assert records["scale_sweep"]["commands"][0]["seconds"] == 1.0
+    # A fresh checkout (new work folder, the committed records): restored, not rerun; data is never restored.
+    records["data"] = {"train_panoramas": 20}
+    (docs / "results" / "stages.json").write_text(json.dumps(records))
+    second = Evidence(tmp_path / "work_b", docs, root=tmp_path)
+    state = second.run_stages(only=["scale_sweep"])
+    assert calls == ["scale_sweep"] and state["scale_sweep"] == records["scale_sweep"]
+    assert "data" not in state and not (tmp_path / "work_b" / "stages" / "data.json").exists()
+    second.run_stages(only=["scale_sweep"], redo=["scale_sweep"])  # redo: measured again
+    assert calls == ["scale_sweep", "scale_sweep"]

@@ -99,6 +99,10 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long", "overlays",
           "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
+# Stages whose products later stages read as files (images, masks) are never restored from a record; every
+# other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
+NOT_RESTORED = ("data", "masks", "report")
+RECORDS = Path("results") / "stages.json"  # under the docs folder: every finished stage's record
 
 
 def single_threaded_env() -> dict[str, str]:
@@ -461,10 +465,33 @@ class Evidence:
                                     self.student_scale, record)
 
     # ---------------------------------------------------------------------------------------- driver
+    def load_records(self) -> dict[str, dict]:
+        """The committed stage records (``docs/results/stages.json``): what earlier checkouts finished."""
+        path = self.docs / RECORDS
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def save_record(self, stage: str, result: dict) -> None:
+        """Add one finished stage's record to ``docs/results/stages.json`` (commit it to keep it)."""
+        records = self.load_records()
+        records[stage] = result
+        path = self.docs / RECORDS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({k: records[k] for k in STAGES if k in records}, indent=1, default=str)
+                        + "\n")
+
     def run_stages(self, only: Collection[str] | None = None, redo: Collection[str] = ()) -> dict:
-        """Load the finished stages, run the missing ones (only ``only``, when given; ``redo`` again)."""
+        """Load the finished stages, run the missing ones (only ``only``, when given; ``redo`` again).
+
+        A stage finished in another checkout is restored from its committed record unless it is in
+        ``NOT_RESTORED`` (its files must exist here) or in ``redo``."""
+        records = self.load_records()
         for stage in STAGES:
             path = self.work / "stages" / f"{stage}.json"
+            if not path.is_file() and stage in records and stage not in (*NOT_RESTORED, *redo):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(records[stage], indent=1, default=str) + "\n")
+                print(f"[evidence] {stage}: restored from {self.docs / RECORDS} "
+                      f"(finished {records[stage].get('finished', '?')})", flush=True)
             if path.is_file() and stage not in redo:
                 self.state[stage] = json.loads(path.read_text())
                 continue
@@ -484,6 +511,7 @@ class Evidence:
                            "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+            self.save_record(stage, result)
             self.state[stage] = result
             print(f"[evidence] {stage} done in {result['seconds']:.0f} s", flush=True)
         return self.state
