@@ -90,6 +90,16 @@ def test_report_writes_markdown_json_and_the_acceptance_section(tmp_path: Path) 
     assert (tmp_path / "results" / "validation_curves.png").stat().st_size > 1000
 
 
+def test_long_oracle_is_reported_against_the_long_full_run(tmp_path: Path) -> None:
+    state = {**_state(), "run_full_long": _run("full, 240 steps", 31.0, 52.0, 39.5, name="full_long"),
+             "oracle_long": _run("oracle, 240 steps", 33.0, 50.0, 42.0, name="oracle_eq4_long")}
+    text = write_report(tmp_path, state, tmp_path).read_text()
+    assert "(`oracle_eq4_long`; same student, scale, learning rate, 60 steps) goes 38.0 → 42.0" in text
+    assert "against 38.0 → 39.5 for `full_long`" in text
+    assert "| student after: oracle, 240 steps | whole, scale 2 | 33.0 | 50.0 |" in text
+    assert json.loads((tmp_path / "results.json").read_text())["runs"]["oracle_eq4_long"]["proxy"] == 33.0
+
+
 def test_oracle_targets_put_the_labels_where_known_and_keep_the_ta_elsewhere(tmp_path: Path) -> None:
     layout = sliding_windows(32, 128, 64, 32)
     generator = torch.Generator().manual_seed(0)

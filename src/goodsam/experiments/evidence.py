@@ -14,9 +14,9 @@ chosen TA scale = the best), ``student_scale`` (the untrained student, whole pan
 -> the chosen student scale), ``fusion_select`` (pseudo-label variants on val -> the chosen safeguards),
 ``lr_select`` (eq. 4-only runs -> the student's learning rate), ``eval_before`` (TA / student before
 training on eval and CVRG), ``fusion_eval``, one ``run_<name>`` per training run (then its evaluation),
-``oracle`` (diagnosis: eq. 4 on ground-truth targets), ``overlays``, ``report``. Every step but the
-pseudo-label scoring and the overlays runs as a ``goodsam`` command (recorded with its wall time for the
-report), from the checkout ``root``.
+``oracle`` / ``oracle_long`` (diagnosis: eq. 4 on ground-truth targets, 60 / 240 steps), ``overlays``,
+``report``. Every step but the pseudo-label scoring and the overlays runs as a ``goodsam`` command
+(recorded with its wall time for the report), from the checkout ``root``.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ RUNS = {
 }
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa", "run_full_paper_fusion",
-          "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long", "overlays",
-          "report")
+          "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long", "oracle_long",
+          "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -452,17 +452,25 @@ class Evidence:
                        "seconds": round(time.perf_counter() - start, 1), "rc": 0})
         return {"files": written}
 
-    def stage_oracle(self, record: list) -> dict:
+    def oracle_run(self, name: str, steps: int, record: list) -> dict:
         """Diagnosis (training side): the eq. 4-only run again, its targets the aachen *ground truth* of
         the training panoramas wherever it is labelled (the frozen TA's logits elsewhere). Same student,
-        scale, schedule and learning rate: how far perfect targets would take this student in this
-        schedule, against how far the TA's take it (``run_eq4``)."""
+        scale and learning rate, ``steps`` long: how far perfect targets take this student in that
+        schedule, against how far the TA's take it (``run_eq4`` / ``run_full_long``)."""
         work = self.work
         oracle_cache = write_oracle_targets(work / "targets", work / "proxy", work / "targets_oracle")
-        overrides = [*self.base_overrides(False), *RUNS["eq4"][0], f"train.target_cache={oracle_cache}"]
-        return self.train_and_score("oracle_eq4", overrides,
-                                    "eq. 4 only, targets = aachen ground truth where labelled (diagnosis)",
-                                    self.student_scale, record)
+        overrides = [*self.base_overrides(False), *RUNS["eq4"][0], f"train.target_cache={oracle_cache}",
+                     *([f"optim.decay_steps={steps}"] if steps != self.steps else [])]
+        what = "eq. 4 only, targets = aachen ground truth where labelled (diagnosis)"
+        what = what if steps == self.steps else f"{what}, {steps} steps"
+        return self.train_and_score(name, overrides, what, self.student_scale, record)
+
+    def stage_oracle(self, record: list) -> dict:
+        return self.oracle_run("oracle_eq4", self.steps, record)
+
+    def stage_oracle_long(self, record: list) -> dict:
+        """The oracle at the ``full_long`` schedule: the student's ceiling with perfect targets there."""
+        return self.oracle_run("oracle_eq4_long", LONG_STEPS, record)
 
     # ---------------------------------------------------------------------------------------- driver
     def load_records(self) -> dict[str, dict]:

@@ -49,6 +49,12 @@ def _runs(state: dict) -> dict[str, dict]:
     return {k[4:]: v for k, v in state.items() if k.startswith("run_")}
 
 
+def _oracles(state: dict) -> dict[str, dict]:
+    """The diagnosis runs on ground-truth targets (run name -> stage record), those that have run."""
+    return {name: state[stage] for stage, name in ORACLE_STAGES.items() if state.get(stage)}
+
+
+ORACLE_STAGES = {"oracle": "oracle_eq4", "oracle_long": "oracle_eq4_long"}  # stage -> its run's name
 TA_RUN = "ta_adapt_scale1"  # the run in which the TA adapts (eq. 6 + 1 + 2)
 HEADLINE_RUNS = ("full", "full_long")  # the same terms at two schedules
 
@@ -95,8 +101,7 @@ def summary_json(state: dict) -> dict:
             "ctcf_own": fusion.get(chosen, {}).get("miou_own") if split == "proxy" else None,
             "ta_own": fusion.get(chosen, {}).get("ta_miou_own") if split == "proxy" else None,
         }
-    oracle = state.get("oracle")
-    for name, run in [*runs.items(), *([("oracle_eq4", oracle)] if oracle else [])]:
+    for name, run in [*runs.items(), *_oracles(state).items()]:
         out["runs"][name] = {"what": run["what"], "overrides": run["overrides"], "steps": run["steps"],
                              "train_seconds": run["train_seconds"],
                              "proxy": run["results"].get(f"proxy/student_{name}", {}).get("miou"),
@@ -238,7 +243,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
               "|---|---|---|---|---|---|"]
     student_stage = state.get("student_scale", {})
     student_chosen = student_stage.get("results", {})
-    oracle = state.get("oracle")
+    oracles = _oracles(state)
     rows = [("TA as-is", "whole, scale 1", "ta_whole_s1", before, before),
             ("TA as-is", "windows, scale 1", "ta_windows_s1", before, before),
             ("TA as-is", f"windows, scale {sweep.get('chosen')}", "ta_windows_chosen", before, before),
@@ -252,9 +257,9 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
         if run.get("ta_scale"):
             rows.append((f"TA after: {run['what']}", f"windows, scale {run['ta_scale']}", f"ta_{name}",
                          run["results"], run))
-    if oracle:
-        rows.append((f"student after: {oracle['what']}", f"whole, scale {student_stage.get('chosen')}",
-                     "student_oracle_eq4", oracle["results"], oracle))
+    for name, run in oracles.items():
+        rows.append((f"student after: {run['what']}", f"whole, scale {student_stage.get('chosen')}",
+                     f"student_{name}", run["results"], run))
     for label, mode, key, results, stage in rows:
         command, seconds = _command(stage, f"/{key} ", root)
         lines.append(f"| {label} | {mode} | {_f(results.get(f'proxy/{key}', {}).get('miou'))} | "
@@ -275,7 +280,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     lines += ["## 4. Training runs (student terms; targets from the frozen TA at the chosen scale)", "",
               "| run | loss terms and fusion | student scale | steps | train wall | proxy | CVRG | "
               "val (first → last) |", "|---|---|---|---|---|---|---|---|"]
-    for name, run in [*runs.items(), *([("oracle_eq4", oracle)] if oracle else [])]:
+    for name, run in [*runs.items(), *oracles.items()]:
         val = run["validation"]
         trend = f"{_f(val[0]['student'])} → {_f(val[-1]['student'])}" if val else "—"
         settings = override_values(run["overrides"])
@@ -293,13 +298,15 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
                   f"{lr['steps']} steps, aachen validation): "
                   + ", ".join(f"{k}: {_f(v['final'])}" for k, v in lr["scores"].items())
                   + f" -> **{lr['chosen']}** ({_wall(lr['seconds'])} for all runs)."]
-    if oracle and runs.get("eq4"):
-        eq4_val, oracle_val = runs["eq4"]["validation"], oracle["validation"]
-        lines += ["", "Diagnosis (training side): the eq. 4-only run with the aachen ground truth as its "
-                  "targets wherever labelled (`oracle_eq4`; same student, scale, schedule and learning rate) "
-                  f"goes {_f(oracle_val[0]['student'])} → {_f(oracle_val[-1]['student'])} on aachen "
-                  f"validation, against {_f(eq4_val[0]['student'])} → {_f(eq4_val[-1]['student'])} with "
-                  f"the TA's targets ({_wall(oracle['train_seconds'])} of training)."]
+    for name, against in (("oracle_eq4", "eq4"), ("oracle_eq4_long", "full_long")):
+        if name in oracles and runs.get(against):
+            ours, theirs = oracles[name]["validation"], runs[against]["validation"]
+            lines += ["", "Diagnosis (training side): the eq. 4-only run with the aachen ground truth as "
+                      f"its targets wherever labelled (`{name}`; same student, scale, learning rate, "
+                      f"{oracles[name]['steps']} steps) goes {_f(ours[0]['student'])} → "
+                      f"{_f(ours[-1]['student'])} on aachen validation, against {_f(theirs[0]['student'])} → "
+                      f"{_f(theirs[-1]['student'])} for `{against}` on the TA's targets "
+                      f"({_wall(oracles[name]['train_seconds'])} of training)."]
     if curve:
         lines += ["", "![validation curves](results/validation_curves.png)", ""]
     columns = {"TA s1 windows": before.get("proxy/ta_windows_s1", {}),
@@ -312,8 +319,8 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
         columns[name] = run["results"].get(f"proxy/student_{name}", {})
         if run.get("ta_scale"):
             columns[f"TA after ({name})"] = run["results"].get(f"proxy/ta_{name}", {})
-    if oracle:
-        columns["oracle_eq4"] = oracle["results"].get("proxy/student_oracle_eq4", {})
+    for name, run in oracles.items():
+        columns[name] = run["results"].get(f"proxy/student_{name}", {})
     lines += ["## 5. Per-class IoU (frankfurt proxy)", "", "| class | " + " | ".join(columns) + " |",
               "|---|" + "---|" * len(columns)]
     sources = list(columns.values())
