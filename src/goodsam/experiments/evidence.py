@@ -88,6 +88,11 @@ RUNS = {
     # may span sessions; its validation curve shows whether 60 steps had converged
     "full_long": ([*STUDENT_ONLY, f"optim.decay_steps={LONG_STEPS}"],
                   f"eq. 4 + 5 + 7 (all safeguards), {LONG_STEPS} steps"),
+    # the lever the oracle leaves: the next zoo student (ESPNetv2-s1.0, 0.23M parameters, Cityscapes val
+    # 60.1 against s0.5's 53.9), same terms, schedule and input scale (both were trained at the same pixel
+    # density, so the scale rule gives both the same scale); scored before training too
+    "full_student_s1.0": ([*STUDENT_ONLY, "student.architecture=espnetv2-s1.0"],
+                          "eq. 4 + 5 + 7 (all safeguards), student ESPNetv2-s1.0 (0.23M parameters)"),
     # the TA's own adaptation (eq. 6 + 1 + 2 on, with the student's terms): TA and student at scale 1,
     # its frozen-TA targets in their own cache (a TA at scale 3 with gradient through seven 1200x1536
     # windows per panorama does not fit this machine's memory and time)
@@ -96,8 +101,8 @@ RUNS = {
 }
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa", "run_full_paper_fusion",
-          "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long", "oracle_long",
-          "overlays", "report")
+          "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long",
+          "run_full_student_s1.0", "oracle_long", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -408,6 +413,9 @@ class Evidence:
         self.run(self.train_args(out, steps, max(steps // 6, 1), overrides),
                  self.work / "logs" / f"run_{name}.log", record)
         jobs = self.eval_jobs(f"student_{name}", str(out / "student"), windows=False, scale=scale)
+        if settings.get("student.architecture", STUDENT) != STUDENT:  # another student: it untrained too
+            jobs += self.eval_jobs(f"student_before_{name}", settings["student.architecture"], windows=False,
+                                   scale=scale)
         ta_scale = None
         if settings.get("loss.eq6_ta_ensemble") != "0":  # the TA adapted: the TA after, windows at its scale
             ta_scale = settings["ta.scale"]

@@ -252,6 +252,9 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
         rows.append(("student before", f"whole, scale {student_stage['chosen']}",
                      "student_before_chosen_scale", student_chosen, student_stage))
     for name, run in runs.items():
+        if f"proxy/student_before_{name}" in run["results"]:  # a run with another student: it untrained
+            rows.append((f"student before: {run['what']}", f"whole, scale {run.get('student_scale', '1')}",
+                         f"student_before_{name}", run["results"], run))
         rows.append((f"student after: {run['what']}", f"whole, scale {run.get('student_scale', '1')}",
                      f"student_{name}", run["results"], run))
         if run.get("ta_scale"):
