@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 from goodsam.experiments.evidence import Evidence, write_oracle_targets
 from goodsam.experiments.evidence_report import acceptance_lines, summary_json, write_report
+from goodsam.experiments.evidence_restore import restored_record
 from goodsam.fileio import save_tensors
 from goodsam.imageio import save_png
 from goodsam.panorama.windows import sliding_windows
@@ -143,3 +144,24 @@ def test_finished_stages_are_recorded_and_restored_in_a_new_work_folder(tmp_path
     assert "data" not in state and not (tmp_path / "work_b" / "stages" / "data.json").exists()
     second.run_stages(only=["scale_sweep"], redo=["scale_sweep"])  # redo: measured again
     assert calls == ["scale_sweep", "scale_sweep"]
+
+
+def test_run_records_come_back_from_the_report_they_wrote(tmp_path: Path) -> None:
+    state = _state()
+    state["run_full"]["commands"] = [
+        {"command": "goodsam train --out runs/full", "seconds": 840.0, "rc": 0},
+        {"command": "goodsam eval x --out eval/proxy/student_full ", "seconds": 12.0, "rc": 0}]
+    write_report(tmp_path, state, tmp_path)
+    summary = json.loads((tmp_path / "results.json").read_text())
+    markdown = (tmp_path / "results.md").read_text()
+    full = restored_record("run_full", summary, markdown, tmp_path, "test")
+    for key in ("what", "overrides", "steps", "train_seconds", "validation", "student_scale"):
+        assert full[key] == state["run_full"][key]
+    assert full["results"]["proxy/student_full"]["miou"] == 32.0 and full["restored"] == "test"
+    assert [c["seconds"] for c in full["commands"]] == [840.0, 12.0]
+    ta = restored_record("run_ta_adapt_scale1", summary, markdown, tmp_path, "test")
+    assert ta["ta_scale"] == "1" and ta["results"]["proxy/ta_ta_adapt_scale1"]["miou"] == 25.0
+    assert ta["results"]["proxy/ta_ta_adapt_scale1"]["per_class"] == {"road": 91.0, "pole": 6.0, "bus": 1.0}
+    # The restored records make the same report lines.
+    again = {**state, "run_full": full, "run_ta_adapt_scale1": ta}
+    assert acceptance_lines(summary_json(again), again) == acceptance_lines(summary, state)
