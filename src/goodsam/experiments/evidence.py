@@ -506,8 +506,8 @@ class Evidence:
             if not path.is_file() and stage in records and stage not in (*NOT_RESTORED, *redo):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(records[stage], indent=1, default=str) + "\n")
-                print(f"[evidence] {stage}: restored from {self.docs / RECORDS} "
-                      f"(finished {records[stage].get('finished', '?')})", flush=True)
+                when = records[stage].get("finished") or records[stage].get("restored", "?")
+                print(f"[evidence] {stage}: restored from {self.docs / RECORDS} ({when})", flush=True)
             if path.is_file() and stage not in redo:
                 self.state[stage] = json.loads(path.read_text())
                 continue
