@@ -101,6 +101,15 @@ def test_long_oracle_is_reported_against_the_long_full_run(tmp_path: Path) -> No
     assert json.loads((tmp_path / "results.json").read_text())["runs"]["oracle_eq4_long"]["proxy"] == 33.0
 
 
+def test_a_run_with_another_student_shows_that_student_before_training(tmp_path: Path) -> None:
+    run = _run("full, student s1.0", 33.5, 55.0, 41.0, name="full_student_s1.0",
+               results={"proxy/student_before_full_student_s1.0": _scores(30.1),
+                        "cvrg/student_before_full_student_s1.0": _scores(47.0)})
+    text = write_report(tmp_path, {**_state(), "run_full_student_s1.0": run}, tmp_path).read_text()
+    assert "| student before: full, student s1.0 | whole, scale 2 | 30.1 | 47.0 |" in text
+    assert "| student after: full, student s1.0 | whole, scale 2 | 33.5 | 55.0 |" in text
+
+
 def test_oracle_targets_put_the_labels_where_known_and_keep_the_ta_elsewhere(tmp_path: Path) -> None:
     layout = sliding_windows(32, 128, 64, 32)
     generator = torch.Generator().manual_seed(0)
