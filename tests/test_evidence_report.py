@@ -108,6 +108,7 @@ def test_a_run_with_another_student_shows_that_student_before_training(tmp_path:
     text = write_report(tmp_path, {**_state(), "run_full_student_s1.0": run}, tmp_path).read_text()
     assert "| student before: full, student s1.0 | whole, scale 2 | 30.1 | 47.0 |" in text
     assert "| student after: full, student s1.0 | whole, scale 2 | 33.5 | 55.0 |" in text
+    assert "student, `full_student_s1.0`) vs both bars | >= 31.6 / >= 38.2 | 33.5 | yes / no |" in text
 
 
 def test_oracle_targets_put_the_labels_where_known_and_keep_the_ta_elsewhere(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ def _oracles(state: dict) -> dict[str, dict]:
 
 ORACLE_STAGES = {"oracle": "oracle_eq4", "oracle_long": "oracle_eq4_long"}  # stage -> its run's name
 TA_RUN = "ta_adapt_scale1"  # the run in which the TA adapts (eq. 6 + 1 + 2)
+LARGER_STUDENT_RUN = "full_student_s1.0"  # the full run with the next zoo student (ESPNetv2-s1.0)
 HEADLINE_RUNS = ("full", "full_long")  # the same terms at two schedules
 
 
@@ -130,6 +131,12 @@ def acceptance_lines(data: dict, state: dict) -> list[str]:
                  f">= {_f(need1)} | {_f(after)} | {_ge(after, need1)} |")
     lines.append(f"| student after vs TA windows at the chosen scale - 2 | >= {_f(need2)} | {_f(after)} | "
                  f"{_ge(after, need2)} |")
+    larger = runs.get(LARGER_STUDENT_RUN)
+    if larger:  # beside the 0.08M student, not instead of it
+        value = larger["proxy"]
+        lines.append(f"| (beside the lines above: the larger student, `{LARGER_STUDENT_RUN}`) vs both bars | "
+                     f">= {_f(need1)} / >= {_f(need2)} | {_f(value)} | {_ge(value, need1)} / "
+                     f"{_ge(value, need2)} |")
     tb, ta = proxy["ta_before"], proxy["ta_after"]
     mode = f"windows, scale {proxy['ta_adaptation_scale']}" if proxy["ta_adaptation_scale"] else "—"
     lines.append(f"| TA after its adaptation vs before ({mode}) | >= {_f(tb)} | {_f(ta)} | {_ge(ta, tb)} |")
