@@ -16,7 +16,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from goodsam.experiments.evidence import RECORDS, STAGES
+from goodsam.experiments.evidence import STAGES, read_records, write_records
 from goodsam.experiments.evidence_restore import restored_record
 
 
@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads(git_show(rev, f"{args.docs}/results.json"))
     markdown = git_show(rev, f"{args.docs}/results.md")
     source = f"{args.docs}/results.md + results.json at {rev} (values as reported, to 0.1)"
-    path = args.docs / RECORDS
-    records = json.loads(path.read_text()) if path.is_file() else {}
+    records = read_records(args.docs)
     for stage in args.stages:
         if stage not in STAGES:
             raise SystemExit(f"restore: unknown stage {stage!r}")
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         records[stage] = restored_record(stage, summary, markdown, args.docs, source)
         print(f"{stage}: restored ({len(records[stage]['commands'])} commands)")
-    path.write_text(json.dumps({k: records[k] for k in STAGES if k in records}, indent=1) + "\n")
+    write_records(args.docs, records)
     return 0
 
 

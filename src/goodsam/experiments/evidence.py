@@ -173,6 +173,19 @@ def write_oracle_targets(ta_cache: Path, proxy: Path, out: Path, layout: WindowL
     return out
 
 
+def read_records(docs: Path) -> dict[str, dict]:
+    """``docs/results/stages.json``: stage name -> its record ({} when there is none)."""
+    path = docs / RECORDS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_records(docs: Path, records: dict[str, dict]) -> None:
+    """Write the stage records to ``docs/results/stages.json``, in stage order."""
+    path = docs / RECORDS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: records[k] for k in STAGES if k in records}, indent=1, default=str) + "\n")
+
+
 @dataclass
 class Evidence:
     """One evidence run: its work folder, where the report goes, the checkout its commands run in."""
@@ -483,17 +496,11 @@ class Evidence:
     # ---------------------------------------------------------------------------------------- driver
     def load_records(self) -> dict[str, dict]:
         """The committed stage records (``docs/results/stages.json``): what earlier checkouts finished."""
-        path = self.docs / RECORDS
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_records(self.docs)
 
     def save_record(self, stage: str, result: dict) -> None:
         """Add one finished stage's record to ``docs/results/stages.json`` (commit it to keep it)."""
-        records = self.load_records()
-        records[stage] = result
-        path = self.docs / RECORDS
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({k: records[k] for k in STAGES if k in records}, indent=1, default=str)
-                        + "\n")
+        write_records(self.docs, {**read_records(self.docs), stage: result})
 
     def run_stages(self, only: Collection[str] | None = None, redo: Collection[str] = ()) -> dict:
         """Load the finished stages, run the missing ones (only ``only``, when given; ``redo`` again).
