@@ -12,10 +12,12 @@ import torch
 from goodsam.dar import (
     boundary_enhanced_loss,
     fuse,
+    soft_boundary_from_probs,
     soft_boundary_map,
     window_consistency_loss,
 )
 from goodsam.dar.fusion import mask_statistics
+from goodsam.dar.overlap_losses import Crops, overlap_terms
 from goodsam.fastops import channel_argmax, channel_top2
 from goodsam.mka import LossWeights, panorama_losses, panorama_targets, student_boundary_loss
 from goodsam.panorama.windows import crop_overlaps, overlap_pairs, sliding_windows
@@ -69,6 +71,31 @@ def test_batched_overlap_terms_equal_the_per_overlap_equations(width: int, windo
         torch.testing.assert_close(terms[name], expected)
         got = torch.autograd.grad(terms[name], source, retain_graph=True)[0]
         torch.testing.assert_close(got, torch.autograd.grad(expected, source, retain_graph=True)[0])
+
+
+@pytest.mark.parametrize("left, right", [(Crops((0, 1), (4, 4), 4), Crops((1, 2), (0, 0), 4)),
+                                         (Crops((2, 0), (4, 1), 4), Crops((0, 1), (0, 3), 4))])
+def test_overlap_terms_equal_autograd_on_flat_maps(left: Crops, right: Crops) -> None:
+    """The hand-written backward of eq. 1 + the eq. 2/7 L1 sums equals autograd's on piecewise-constant
+    probabilities (many ties of the max over the four neighbour differences, and zero differences),
+    for crops that are a view (consecutive windows, one offset) and for a gathered stack."""
+    generator = torch.Generator().manual_seed(3)
+    coarse = torch.randint(0, 3, (3, 4, 4, 4), generator=generator).float() * 4
+    logits = coarse.repeat_interleave(2, -1).repeat_interleave(2, -2).requires_grad_()  # (3, 4, 8, 8)
+    target = (torch.rand((2, 8, 4), generator=generator) > 0.6).float()
+    weights = torch.rand(3, generator=generator)
+    mse, l1_left, l1_right = overlap_terms(logits.softmax(1), left, right, target)
+    total = (weights[0] * mse + weights[1] * l1_left + weights[2] * l1_right).sum()
+    got = torch.autograd.grad(total, logits)[0]
+    probs = logits.softmax(1)
+    a, b = left.take(probs), right.take(probs)
+    expected = [((a - b) ** 2).flatten(1).mean(1),
+                (target - soft_boundary_from_probs(a)).abs().flatten(1).sum(1),
+                (target - soft_boundary_from_probs(b)).abs().flatten(1).sum(1)]
+    for value, reference in zip((mse, l1_left, l1_right), expected, strict=True):
+        assert torch.equal(value, reference)
+    loss = (weights[0] * expected[0] + weights[1] * expected[1] + weights[2] * expected[2]).sum()
+    torch.testing.assert_close(got, torch.autograd.grad(loss, logits)[0])
 
 
 def test_augmentation_permutation_fast_path_equals_a_gather() -> None:

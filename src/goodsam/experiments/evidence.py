@@ -39,7 +39,7 @@ from safetensors import safe_open
 from goodsam.assets import find_asset
 from goodsam.evaluation import open_labelled_set
 from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_set
-from goodsam.experiments.evidence_report import override_values, write_report
+from goodsam.experiments.evidence_report import REPEAT_SEED, SEED_REPEATS, override_values, write_report
 from goodsam.fileio import save_tensors
 from goodsam.imageio import load_label, load_rgb, save_png
 from goodsam.inference import default_scale, load_model, predict_labels
@@ -98,11 +98,17 @@ RUNS = {
     # windows per panorama does not fit this machine's memory and time)
     "ta_adapt_scale1": (["ta.scale=1", "train.target_cache={work}/targets_scale1"],
                         "TA adaptation (eq. 6 + 1 + 2) beside eq. 4 + 5 + 7, TA and student at scale 1"),
+    # the noise level of a comparison between runs: two runs again with another training seed (the order
+    # of the panoramas and the student's roll/flip; the models start from the same pretrained weights)
+    "eq4_seed1": ([*EQ4_ONLY, f"train.seed={REPEAT_SEED}"], f"eq. 4 only, seed {REPEAT_SEED}"),
+    "full_seed1": ([*STUDENT_ONLY, f"train.seed={REPEAT_SEED}"],
+                   f"eq. 4 + 5 + 7 (all safeguards), seed {REPEAT_SEED}"),
 }
+assert set(SEED_REPEATS) <= set(RUNS)
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa", "run_full_paper_fusion",
           "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long",
-          "run_full_student_s1.0", "oracle_long", "overlays", "report")
+          "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).

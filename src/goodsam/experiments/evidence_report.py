@@ -58,6 +58,8 @@ ORACLE_STAGES = {"oracle": "oracle_eq4", "oracle_long": "oracle_eq4_long"}  # st
 TA_RUN = "ta_adapt_scale1"  # the run in which the TA adapts (eq. 6 + 1 + 2)
 LARGER_STUDENT_RUN = "full_student_s1.0"  # the full run with the next zoo student (ESPNetv2-s1.0)
 HEADLINE_RUNS = ("full", "full_long")  # the same terms at two schedules
+REPEAT_SEED = 1  # the training seed of the repeated runs (every other run: the config's, 0)
+SEED_REPEATS = {"eq4_seed1": "eq4", "full_seed1": "full"}  # repeat -> the run it repeats at seed 0
 
 
 def headline_run(state: dict) -> str:
@@ -108,7 +110,41 @@ def summary_json(state: dict) -> dict:
                              "proxy": run["results"].get(f"proxy/student_{name}", {}).get("miou"),
                              "cvrg": run["results"].get(f"cvrg/student_{name}", {}).get("miou"),
                              "validation": run["validation"]}
+    out["seed_spread"] = seed_spread(out["runs"])
     return out
+
+
+def _final_val(run: dict) -> float | None:
+    return run["validation"][-1]["student"] if run.get("validation") else None
+
+
+def _run_numbers(run: dict) -> dict[str, float | None]:
+    """A run's student on the frankfurt proxy, CVRG and (last point) aachen validation."""
+    return {"proxy": run.get("proxy"), "cvrg": run.get("cvrg"), "val": _final_val(run)}
+
+
+def seed_spread(runs: dict[str, dict]) -> dict:
+    """Per number (proxy, CVRG, val), the largest ``|seed 1 - seed 0|`` over the repeated runs
+    (:data:`SEED_REPEATS`, entries of ``summary_json``'s ``runs``), and the pairs it was taken over."""
+    pairs = [(repeat, original) for repeat, original in SEED_REPEATS.items()
+             if repeat in runs and original in runs]
+    spread: dict = {"pairs": [f"{repeat} vs {original}" for repeat, original in pairs]}
+    for key in ("proxy", "cvrg", "val"):
+        values = [(_run_numbers(runs[r])[key], _run_numbers(runs[o])[key]) for r, o in pairs]
+        gaps = [abs(a - b) for a, b in values if a is not None and b is not None]
+        spread[key] = max(gaps) if gaps else None
+    return spread
+
+
+def _against_spread(shortfalls: dict[str, float], spread: dict) -> str:
+    """``within the seed spread`` when every shortfall is no larger than the spread of its number."""
+    if not shortfalls:
+        return ""
+    if any(spread.get(key) is None for key in shortfalls):
+        return " (no seed spread measured)"
+    beyond = [f"{key} -{gap:.1f} > spread {spread[key]:.1f}" for key, gap in shortfalls.items()
+              if gap > spread[key]]
+    return f" ({'; '.join(beyond)})" if beyond else " (every shortfall within the seed spread)"
 
 
 def _ge(value: float | None, bound: float | None) -> str:
@@ -164,13 +200,13 @@ def acceptance_lines(data: dict, state: dict) -> list[str]:
         if not (a and b):
             lines.append(f"| {label} lowers no number ({with_it} vs {without}) | — | not run | not run |")
             continue
-        va, vb = a["validation"][-1]["student"], b["validation"][-1]["student"]
-        measured = (f"proxy {_f(a['proxy'])} vs {_f(b['proxy'])}, CVRG {_f(a['cvrg'])} vs {_f(b['cvrg'])}, "
-                    f"val {_f(va)} vs {_f(vb)}")
-        holds = all(x is not None and y is not None and x >= y
-                    for x, y in ((a["proxy"], b["proxy"]), (a["cvrg"], b["cvrg"]), (va, vb)))
+        na, nb = _run_numbers(a), _run_numbers(b)
+        measured = ", ".join(f"{key} {_f(na[key])} vs {_f(nb[key])}" for key in na)
+        holds = all(na[key] is not None and nb[key] is not None and na[key] >= nb[key] for key in na)
+        shortfalls = {key: nb[key] - na[key] for key in na
+                      if na[key] is not None and nb[key] is not None and na[key] < nb[key]}
         lines.append(f"| {label} lowers no number ({with_it} vs {without}) | >= | {measured} | "
-                     f"{'yes' if holds else 'no'} |")
+                     f"{'yes' if holds else 'no' + _against_spread(shortfalls, data['seed_spread'])} |")
     return lines + [""]
 
 
@@ -219,6 +255,27 @@ def _student_scale_lines(stage: dict | None) -> list[str]:
     lines += ["", f"Rule: {stage['rule']}. At scale {stage['chosen']} the untrained student scores "
               f"{_f(proxy)} on the frankfurt proxy and {_f(cvrg)} on the CVRG panorama "
               f"({_wall(stage['seconds'])} for the stage).", ""]
+    return lines
+
+
+def _seed_lines(data: dict) -> list[str]:
+    """The repeated runs beside the runs they repeat, and the spread the component lines are read with."""
+    runs, spread = data["runs"], data["seed_spread"]
+    if not spread["pairs"]:
+        return []
+    lines = ["", f"Seed repeats (training seed {REPEAT_SEED} instead of 0: another panorama order and "
+             "roll/flip; the same pretrained start): the noise level of a comparison between two runs.", "",
+             "| run | seed 0: proxy / CVRG / val | seed 1: proxy / CVRG / val | absolute difference |",
+             "|---|---|---|---|"]
+    for repeat, original in SEED_REPEATS.items():
+        if repeat not in runs or original not in runs:
+            continue
+        a, b = _run_numbers(runs[original]), _run_numbers(runs[repeat])
+        gaps = [None if a[k] is None or b[k] is None else abs(a[k] - b[k]) for k in a]
+        lines.append(f"| {original} | {' / '.join(_f(v) for v in a.values())} | "
+                     f"{' / '.join(_f(v) for v in b.values())} | {' / '.join(_f(v) for v in gaps)} |")
+    largest = " / ".join(_f(spread[k]) for k in ("proxy", "cvrg", "val"))
+    lines.append(f"| **spread** (the largest) | | | {largest} |")
     return lines
 
 
@@ -308,6 +365,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
                   f"{lr['steps']} steps, aachen validation): "
                   + ", ".join(f"{k}: {_f(v['final'])}" for k, v in lr["scores"].items())
                   + f" -> **{lr['chosen']}** ({_wall(lr['seconds'])} for all runs)."]
+    lines += _seed_lines(data)
     for name, against in (("oracle_eq4", "eq4"), ("oracle_eq4_long", "full_long")):
         if name in oracles and runs.get(against):
             ours, theirs = oracles[name]["validation"], runs[against]["validation"]

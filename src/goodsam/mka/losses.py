@@ -29,9 +29,9 @@ from goodsam.dar import (
     boundary_from_logits,
     fuse,
     refine_from_logits,
-    soft_boundary_from_probs,
     soft_boundary_map,
 )
+from goodsam.dar.overlap_losses import Crops, overlap_terms
 from goodsam.dar.safeguards import apply_safeguards
 from goodsam.fastops import channel_argmax
 from goodsam.panorama.windows import WindowLayout, assemble_tiles, crop_overlaps, crop_windows, overlap_pairs
@@ -222,19 +222,6 @@ def _overlaps_by_width(layout: WindowLayout) -> list[list[int]]:
     return list(groups.values())
 
 
-def _stack_crops(maps: torch.Tensor, sources: list[int], offsets: list[int], width: int) -> torch.Tensor:
-    """``maps[sources[k]][..., offsets[k]:offsets[k] + width]`` stacked ``(K, ..., width)``.
-
-    A view when the sources are consecutive and share one offset (the regular layout), else one copy.
-    """
-    if len(set(offsets)) == 1:
-        cropped = maps[..., offsets[0]:offsets[0] + width]
-        if sources == list(range(sources[0], sources[0] + len(sources))):
-            return cropped[sources[0]:sources[0] + len(sources)]
-        return cropped.index_select(0, torch.tensor(sources, device=maps.device))
-    return torch.stack([maps[s][..., o:o + width] for s, o in zip(sources, offsets, strict=True)])
-
-
 def _panorama_overlap_crops(maps: torch.Tensor, layout: WindowLayout, group: list[int]) -> torch.Tensor:
     """The ``(C, H, W)`` panorama map on the overlaps of ``group`` (equal widths): ``(K, C, H, w)``.
 
@@ -262,10 +249,12 @@ def _student_boundary_terms(student_logits: torch.Tensor, layout: WindowLayout,
     """Eq. 7 (:func:`student_boundary_loss`) on all overlaps at once, per group of equal widths."""
     parts = []
     for group in _overlaps_by_width(layout):
-        soft = soft_boundary_from_probs(_panorama_overlap_crops(student_logits, layout, group).softmax(dim=1))
-        target = torch.stack([refined[k] for k in group]).detach().to(soft)
+        probs = _panorama_overlap_crops(student_logits, layout, group).softmax(dim=1)
+        target = torch.stack([refined[k] for k in group]).detach().to(probs)
         count = target.flatten(1).sum(1).clamp(min=1.0)
-        parts.append((group, (target - soft).abs().flatten(1).sum(1) / count))
+        whole = Crops(tuple(range(len(group))), (0,) * len(group), probs.shape[-1])
+        _, distance, _ = overlap_terms(probs, whole, target=target)
+        parts.append((group, distance / count))
     return _per_overlap_mean(parts)
 
 
@@ -277,17 +266,15 @@ def _ta_overlap_terms(ta_window_logits: torch.Tensor, layout: WindowLayout, refi
     for group in _overlaps_by_width(layout):
         overlaps = [layout.overlaps[k] for k in group]
         width = overlaps[0].width
-        left = _stack_crops(probs, [o.left for o in overlaps], [o.left_offset for o in overlaps], width)
-        right = _stack_crops(probs, [o.right for o in overlaps], [o.right_offset for o in overlaps], width)
+        left = Crops(tuple(o.left for o in overlaps), tuple(o.left_offset for o in overlaps), width)
+        right = Crops(tuple(o.right for o in overlaps), tuple(o.right_offset for o in overlaps), width)
+        target = torch.stack([refined[k] for k in group]).to(probs) if boundary else None
+        mse, distance_left, distance_right = overlap_terms(probs, left, right, target, consistency)
         if consistency:
-            eq1.append((group, ((left - right) ** 2).flatten(1).mean(1)))
+            eq1.append((group, mse))
         if boundary:
-            target = torch.stack([refined[k] for k in group]).to(probs)
             count = target.flatten(1).sum(1).clamp(min=1.0)
-            soft_left, soft_right = soft_boundary_from_probs(left), soft_boundary_from_probs(right)
-            distance = ((target - soft_left).abs().flatten(1).sum(1)
-                        + (target - soft_right).abs().flatten(1).sum(1))
-            eq2.append((group, distance / count))
+            eq2.append((group, (distance_left + distance_right) / count))
     terms = {}
     if consistency:
         terms["eq1_consistency"] = _per_overlap_mean(eq1)
