@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -75,8 +76,28 @@ def test_acceptance_lines_are_computed_from_the_stage_results() -> None:
     assert _row(lines, "CTCF (chosen safeguards)")[1:] == ["> 37.4", "38.0", "yes"]
     assert _row(lines, "CVRG: student after")[1:] == [">= 42.8 and >= 59.7", "51.1", "no"]
     assert _row(lines, "eq. 5 lowers")[-1] == "yes"
-    assert _row(lines, "CTCF over SSA")[-1] == "no"  # CVRG 51.1 < 52.0
+    assert _row(lines, "CTCF over SSA")[-1] == "no (no seed spread measured)"  # CVRG 51.1 < 52.0
     assert _row(lines, "fusion safeguards")[-1] == "not run"
+
+
+def test_seed_repeats_give_the_spread_the_component_lines_are_read_with(tmp_path: Path) -> None:
+    """The largest |seed 1 - seed 0| per number; a shortfall within it is said to be, one beyond it named."""
+    state = {**_state(), "run_eq4_seed1": _run("eq. 4 only, seed 1", 29.0, 51.9, 38.5, name="eq4_seed1"),
+             "run_full_seed1": _run("full, seed 1", 31.5, 51.0, 39.3, name="full_seed1")}
+    data = summary_json(state)
+    spread = data["seed_spread"]
+    assert spread["pairs"] == ["eq4_seed1 vs eq4", "full_seed1 vs full"]
+    assert spread["proxy"] == pytest.approx(0.5) and spread["cvrg"] == pytest.approx(1.2)
+    assert spread["val"] == pytest.approx(0.3)
+    lines = acceptance_lines(data, state)
+    # full_ssa: CVRG 52.0 vs full 51.1 (0.9 < 1.2), val 38.0 < 39.0: the only shortfall is within the spread
+    assert _row(lines, "CTCF over SSA")[-1] == "no (every shortfall within the seed spread)"
+    state["run_full_ssa"] = _run("full, SSA", 30.0, 53.0, 38.0, name="full_ssa")  # now 1.9 > 1.2
+    lines = acceptance_lines(summary_json(state), state)
+    assert _row(lines, "CTCF over SSA")[-1] == "no (cvrg -1.9 > spread 1.2)"
+    text = write_report(tmp_path, state, tmp_path).read_text()
+    assert "| eq4 | 29.4 / 50.7 / 38.7 | 29.0 / 51.9 / 38.5 | 0.4 / 1.2 / 0.2 |" in text
+    assert "| **spread** (the largest) | | | 0.5 / 1.2 / 0.3 |" in text
 
 
 def test_report_writes_markdown_json_and_the_acceptance_section(tmp_path: Path) -> None:
