@@ -7,7 +7,7 @@ here the gradient of all of them is accumulated into one buffer instead. The for
 the autograd formulas (the same operations), the gradient is the same as autograd's (including how
 ``torch.maximum`` splits a tie in half) up to the order of floating-point additions. Tested against
 :func:`goodsam.dar.consistency_loss` and :func:`goodsam.dar.soft_boundary_map` in
-``tests/test_fast_step.py``.
+``tests/test_speedups.py``.
 """
 
 from __future__ import annotations
