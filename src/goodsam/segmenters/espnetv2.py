@@ -367,22 +367,11 @@ class ESPNetv2(Segmenter):
                 nn.init.zeros_(module.bias)
 
     def forward(self, pixel_values: torch.Tensor) -> SegmenterOutput:
-        if _channels_last(pixel_values):  # oneDNN's depth-wise and grouped convolutions run faster in NHWC
-            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         features = self.base_net(pixel_values)
         out1, out2, out3, out4 = features
         y = self.bu_dec_l1(out4)
         y = self.bu_dec_l2(self.bu_br_l2(self.merge_enc_dec_l2(out3) + _upsample_to(y, out3)))
         y = self.bu_dec_l3(self.bu_br_l3(self.merge_enc_dec_l3(out2) + _upsample_to(y, out2)))
         y = self.bu_dec_l4(self.bu_br_l4(self.merge_enc_dec_l4(out1) + _upsample_to(y, out1)))
-        raw = _upsample_to(y, pixel_values).contiguous()  # callers get NCHW logits either way
+        raw = _upsample_to(y, pixel_values)
         return SegmenterOutput(raw[:, : self.num_classes], features, raw_logits=raw)
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    """Run the network in channels-last layout: 4-D float input on the CPU, not while tracing (ONNX).
-
-    Same values up to float rounding (oneDNN sums in another order); the TA's forward on seven
-    400x512 windows takes about a fifth less time on 2 cores (``benchmarks/compare_steps.py``)."""
-    return (x.device.type == "cpu" and x.ndim == 4 and x.is_floating_point()
-            and not (torch.jit.is_tracing() or torch.jit.is_scripting()))
