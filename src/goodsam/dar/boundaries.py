@@ -82,8 +82,20 @@ def soft_boundary_map(logits: torch.Tensor) -> torch.Tensor:
 
 def soft_boundary_from_probs(probs: torch.Tensor) -> torch.Tensor:
     """:func:`soft_boundary_map` from the class probabilities ``(..., C, H, W)`` (the softmax of logits)."""
-    vertical = 0.5 * (probs[..., 1:, :] - probs[..., :-1, :]).abs().sum(dim=-3)  # (..., H-1, W)
-    horizontal = 0.5 * (probs[..., :, 1:] - probs[..., :, :-1]).abs().sum(dim=-3)  # (..., H, W-1)
-    out = torch.maximum(F.pad(vertical, (0, 0, 0, 1)), F.pad(vertical, (0, 0, 1, 0)))
-    out = torch.maximum(out, F.pad(horizontal, (0, 1)))
-    return torch.maximum(out, F.pad(horizontal, (1, 0)))
+    return soft_boundary_parts(probs)["out"]
+
+
+def soft_boundary_parts(probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`soft_boundary_from_probs` (``"out"``) with its intermediate maps, which the hand-written
+    backward of :mod:`goodsam.dar.overlap_losses` reuses: the neighbour differences ``dv``/``dh``, the
+    four padded candidates ``a``-``d`` and the running maxima ``first``/``second``."""
+    dv = probs[..., 1:, :] - probs[..., :-1, :]
+    dh = probs[..., :, 1:] - probs[..., :, :-1]
+    vertical = 0.5 * dv.abs().sum(dim=-3)  # (..., H-1, W)
+    horizontal = 0.5 * dh.abs().sum(dim=-3)  # (..., H, W-1)
+    a, b = F.pad(vertical, (0, 0, 0, 1)), F.pad(vertical, (0, 0, 1, 0))
+    c, d = F.pad(horizontal, (0, 1)), F.pad(horizontal, (1, 0))
+    first = torch.maximum(a, b)
+    second = torch.maximum(first, c)
+    return {"dv": dv, "dh": dh, "a": a, "b": b, "c": c, "d": d, "first": first, "second": second,
+            "out": torch.maximum(second, d)}

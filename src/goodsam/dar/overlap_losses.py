@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from goodsam.dar.boundaries import soft_boundary_parts
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,12 @@ class Crops:
 
     def take(self, maps: torch.Tensor) -> torch.Tensor:
         """The ``(K, ..., width)`` stack (a view when :attr:`regular`, else a copy)."""
+        if self.regular:
+            return self.view_of(maps)
         if len(set(self.offsets)) == 1:
             offset = self.offsets[0]
-            cropped = maps[..., offset:offset + self.width]
-            if self.regular:
-                return cropped[self.sources[0]:self.sources[0] + len(self.sources)]
-            return cropped.index_select(0, torch.tensor(self.sources, device=maps.device))
+            return maps[..., offset:offset + self.width].index_select(
+                0, torch.tensor(self.sources, device=maps.device))
         return torch.stack([maps[s][..., o:o + self.width] for s, o in zip(self.sources, self.offsets,
                                                                             strict=True)])
 
@@ -55,19 +56,6 @@ class Crops:
         """The stack as a view of ``maps`` (only when :attr:`regular`)."""
         offset, first = self.offsets[0], self.sources[0]
         return maps[first:first + len(self.sources), ..., offset:offset + self.width]
-
-
-def _soft_boundary_parts(probs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The intermediate maps of :func:`goodsam.dar.soft_boundary_from_probs` (same operations)."""
-    dv = probs[..., 1:, :] - probs[..., :-1, :]
-    dh = probs[..., :, 1:] - probs[..., :, :-1]
-    vertical, horizontal = 0.5 * dv.abs().sum(dim=-3), 0.5 * dh.abs().sum(dim=-3)
-    a, b = F.pad(vertical, (0, 0, 0, 1)), F.pad(vertical, (0, 0, 1, 0))
-    c, d = F.pad(horizontal, (0, 1)), F.pad(horizontal, (1, 0))
-    first = torch.maximum(a, b)
-    second = torch.maximum(first, c)
-    return {"dv": dv, "dh": dh, "a": a, "b": b, "c": c, "d": d, "first": first, "second": second,
-            "out": torch.maximum(second, d)}
 
 
 def _maximum_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor
@@ -103,7 +91,7 @@ class _OverlapTerms(torch.autograd.Function):
                 consistency: bool):
         ctx.set_materialize_grads(False)  # an output no loss uses gets no backward work
         crops = [left.take(probs)] + ([right.take(probs)] if right is not None else [])
-        parts = [_soft_boundary_parts(crop) for crop in crops] if target is not None else []
+        parts = [soft_boundary_parts(crop) for crop in crops] if target is not None else []
         mse = (((crops[0] - crops[1]) ** 2).flatten(1).mean(1) if right is not None and consistency
                else probs.new_zeros(len(left.sources)))
         sums = [(target - p["out"]).abs().flatten(1).sum(1) for p in parts]
