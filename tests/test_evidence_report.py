@@ -196,3 +196,34 @@ def test_run_records_come_back_from_the_report_they_wrote(tmp_path: Path) -> Non
     # The restored records make the same report lines.
     again = {**state, "run_full": full, "run_ta_adapt_scale1": ta}
     assert acceptance_lines(summary_json(again), again) == acceptance_lines(summary, state)
+
+
+def test_the_trained_students_validation_chooses_the_corner_and_its_component_lines(tmp_path: Path) -> None:
+    """Fusion x boundary form: the corner of the highest final validation mIoU is the headline; eq. 5, eq. 7
+    and CTCF-over-SSA are then read at that corner (not run there: said so), the safeguarded ones beside."""
+    state = {**_state(),
+             "run_full_paper_fusion": _run("paper fusion", 31.0, 55.0, 39.2, name="full_paper_fusion"),
+             "run_full_paper_boundary": _run("paper boundary", 30.0, 56.0, 40.1, name="full_paper_boundary"),
+             "run_full_paper": _run("paper both", 30.5, 57.0, 40.5, name="full_paper"),
+             "run_eq45_paper_fusion": _run("eq. 4 + 5, paper fusion", 30.0, 54.0, 39.5,
+                                           name="eq45_paper_fusion")}
+    data = summary_json(state)
+    assert data["proxy"]["student_after_run"] == "full_paper" and data["proxy"]["student_after"] == 30.5
+    assert data["proxy"]["student_after_forms"] == {"fusion": "paper CTCF", "boundary_form": "paper"}
+    lines = acceptance_lines(data, state)
+    assert _row(lines, "eq. 7 at the chosen corner `full_paper`")[2:] == [
+        "proxy 30.5 vs 30.0, cvrg 57.0 vs 54.0, val 40.5 vs 39.5", "yes"]
+    eq5 = _row(lines, "eq. 5 at the chosen corner")[2]
+    assert eq5 == "proxy 30.0 vs 29.4, cvrg 54.0 vs 50.7, val 39.5 vs 38.7"
+    assert _row(lines, "CTCF over SSA at the chosen corner")[-1] == "not run"  # full_paper_ssa missing
+    assert _row(lines, "eq. 7 lowers no number (full vs eq45)")[2].startswith("proxy 32.0 vs 29.9")  # beside
+    text = write_report(tmp_path, state, tmp_path).read_text()
+    row = "| paper CTCF | `full_paper_fusion`: 39.2 (31.0 / 55.0) | `full_paper`: **40.5** (30.5 / 57.0) |"
+    assert row in text
+    assert "Chosen: **paper CTCF, boundary form `paper`** (`full_paper`)" in text
+    # A longer schedule of the safeguarded corner that wins on validation: headline, read at its corner.
+    state["run_full_long"] = _run("full, 240 steps", 29.0, 50.0, 41.0, name="full_long")
+    data = summary_json(state)
+    assert data["proxy"]["student_after_run"] == "full_long"
+    assert data["proxy"]["student_after_forms"]["fusion"] == "safeguards"
+    assert _row(acceptance_lines(data, state), "eq. 7 lowers")[2].startswith("proxy 32.0 vs 29.9")

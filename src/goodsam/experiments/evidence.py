@@ -39,7 +39,13 @@ from safetensors import safe_open
 from goodsam.assets import find_asset
 from goodsam.evaluation import open_labelled_set
 from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_set
-from goodsam.experiments.evidence_report import REPEAT_SEED, SEED_REPEATS, override_values, write_report
+from goodsam.experiments.evidence_report import (
+    REPEAT_SEED,
+    SEED_REPEATS,
+    headline_run,
+    override_values,
+    write_report,
+)
 from goodsam.fileio import save_tensors
 from goodsam.imageio import load_label, load_rgb, save_png
 from goodsam.inference import default_scale, load_model, predict_labels
@@ -71,6 +77,7 @@ LEARNING_RATES = ("5e-5", "2e-4", "8e-4")  # the config's, a quarter and four ti
 SELECT_STEPS = 20
 LONG_STEPS = 240  # the full_long run: four times the 60-step schedule (about 1 hour on 2 cores)
 STUDENT_ONLY = ["loss.eq6_ta_ensemble=0", "loss.eq1_consistency=0", "loss.eq2_boundary_enhanced=0"]
+PAPER_FUSION = ["fusion.ta_confidence=null", "fusion.uncertain=paper"]  # CTCF without the safeguards
 EQ4_ONLY = [*STUDENT_ONLY, "loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"]
 # name -> (overrides on top of the base, what it shows). Every run's student sees the panorama at the
 # student_scale stage's choice, except the ``*_scale1`` runs (the paper's input, 1).
@@ -78,11 +85,22 @@ RUNS = {
     "eq4": (EQ4_ONLY, "eq. 4 only"),
     "eq45": ([*STUDENT_ONLY, "loss.eq7_student_boundary=0"], "eq. 4 + 5"),
     "full": (STUDENT_ONLY, "eq. 4 + 5 + 7 (all safeguards)"),
-    "full_paper_fusion": ([*STUDENT_ONLY, "fusion.ta_confidence=null", "fusion.uncertain=paper"],
+    "full_paper_fusion": ([*STUDENT_ONLY, *PAPER_FUSION],
                           "eq. 4 + 5 + 7, fusion safeguards off (paper CTCF)"),
     "full_ssa": ([*STUDENT_ONLY, "fusion.method=ssa"], "eq. 4 + 5 + 7 with SSA instead of CTCF"),
     "full_paper_boundary": ([*STUDENT_ONLY, "loss.boundary_form=paper"],
                             "eq. 4 + 5 + 7, paper boundary form"),
+    # both safeguards off: the paper's losses (on the frozen TA's targets); the fourth corner of the
+    # fusion x boundary-form square the trained student's validation mIoU chooses from
+    "full_paper": ([*STUDENT_ONLY, *PAPER_FUSION, "loss.boundary_form=paper"],
+                   "eq. 4 + 5 + 7, paper CTCF and paper boundary form"),
+    # CTCF over SSA at the corner the trained student's validation chose (safeguards, paper boundary form)
+    "full_paper_boundary_ssa": ([*STUDENT_ONLY, "loss.boundary_form=paper", "fusion.method=ssa"],
+                                "eq. 4 + 5 + 7, paper boundary form, SSA instead of CTCF"),
+    # the lever the oracle leaves, at that corner: the student at the TA's input scale (3: 2.25x the pixels
+    # of scale 2), chosen against scale 2 on the trained student's validation
+    "full_paper_boundary_student_scale3": ([*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3"],
+                                           "eq. 4 + 5 + 7, paper boundary form, student at scale 3"),
     "eq4_scale1": (EQ4_ONLY, "eq. 4 only, the student at input scale 1 (the paper's)"),
     # the schedule: the full run with four times the steps (and its decay over them); resumable, so it
     # may span sessions; its validation curve shows whether 60 steps had converged
@@ -108,7 +126,8 @@ assert set(SEED_REPEATS) <= set(RUNS)
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa", "run_full_paper_fusion",
           "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long",
-          "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1", "overlays", "report")
+          "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1", "run_full_paper",
+          "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -416,10 +435,10 @@ class Evidence:
 
     def stage_run(self, record: list, name: str) -> dict:
         extra, what = RUNS[name]
-        scale = "1" if name.endswith("_scale1") else self.student_scale
         fusion = "loss.eq5_student_ensemble=0" not in extra
-        overrides = [*self.base_overrides(fusion, student_scale=scale != "1"),
+        overrides = [*self.base_overrides(fusion, student_scale=not name.endswith("_scale1")),
                      *(item.format(work=self.work) for item in extra)]
+        scale = override_values(overrides).get("student.scale", "1")  # the last --set wins, as in training
         return self.train_and_score(name, overrides, what, scale, record)
 
     def train_and_score(self, name: str, overrides: list[str], what: str, scale: str, record: list) -> dict:
@@ -456,7 +475,8 @@ class Evidence:
         start = time.perf_counter()
         chosen = self.state["scale_sweep"]["chosen"]
         ta, before = build_segmenter(TA).eval(), build_segmenter(STUDENT).eval()
-        after = load_model(work / "runs" / "full" / "student")
+        headline = headline_run(self.state)  # the report's "student after"
+        after = load_model(work / "runs" / headline / "student")
         student_scale = default_scale(after)
         images = [("real_" + p.stem, load_rgb(p), None) for p in sorted((work / "real").glob("*.png"))]
         proxy = sorted((work / "proxy" / "eval" / "images").glob("*.png"))[:1]
@@ -469,7 +489,7 @@ class Evidence:
                     (f"TA, windows, scale {chosen}", predict_labels(ta, image, 512, 256, scale=chosen)),
                     (f"student before (whole, scale {student_scale})",
                      predict_labels(before, image, scale=student_scale)),
-                    (f"student after, full run (whole, scale {student_scale})",
+                    (f"student after, {headline} (whole, scale {student_scale})",
                      predict_labels(after, image, scale=student_scale))]
             if categories is not None:
                 rows = [(title, train_ids_as_categories(labels)) for title, labels in rows]

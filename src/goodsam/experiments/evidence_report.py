@@ -57,16 +57,35 @@ def _oracles(state: dict) -> dict[str, dict]:
 ORACLE_STAGES = {"oracle": "oracle_eq4", "oracle_long": "oracle_eq4_long"}  # stage -> its run's name
 TA_RUN = "ta_adapt_scale1"  # the run in which the TA adapts (eq. 6 + 1 + 2)
 LARGER_STUDENT_RUN = "full_student_s1.0"  # the full run with the next zoo student (ESPNetv2-s1.0)
-HEADLINE_RUNS = ("full", "full_long")  # the same terms at two schedules
+# The eq. 4 + 5 + 7 runs at the four corners of fusion (chosen safeguards / paper CTCF) x boundary form
+# (``disagreement`` / ``paper``): run -> (fusion, boundary form). The trained student's final aachen-
+# validation mIoU chooses the corner; ``full_long`` is the ``full`` corner at four times the schedule.
+FORM_SQUARE = {"full": ("safeguards", "disagreement"), "full_paper_fusion": ("paper CTCF", "disagreement"),
+               "full_paper_boundary": ("safeguards", "paper"), "full_paper": ("paper CTCF", "paper")}
+# a run at another schedule or student input scale -> the corner (losses and fusion) it belongs to
+CORNER_OF = {"full_long": "full", "full_paper_boundary_student_scale3": "full_paper_boundary"}
+HEADLINE_RUNS = (*FORM_SQUARE, *CORNER_OF)
+# The component runs at each corner: (the eq. 4 + 5 run with the corner's fusion, the corner with SSA).
+COMPONENTS_AT = {"full": ("eq45", "full_ssa"),
+                 "full_paper_fusion": ("eq45_paper_fusion", "full_paper_fusion_ssa"),
+                 "full_paper_boundary": ("eq45", "full_paper_boundary_ssa"),
+                 "full_paper": ("eq45_paper_fusion", "full_paper_ssa")}
 REPEAT_SEED = 1  # the training seed of the repeated runs (every other run: the config's, 0)
 SEED_REPEATS = {"eq4_seed1": "eq4", "full_seed1": "full"}  # repeat -> the run it repeats at seed 0
 
 
 def headline_run(state: dict) -> str:
-    """The full run ("student after") of the schedule with the higher final aachen-validation mIoU."""
+    """The eq. 4 + 5 + 7 run ("student after") with the highest final aachen-validation mIoU: over the
+    fusion x boundary-form corners (:data:`FORM_SQUARE`) and the longer schedule (:data:`CORNER_OF`)."""
     runs = _runs(state)
     done = [name for name in HEADLINE_RUNS if runs.get(name, {}).get("validation")]
     return max(done, key=lambda name: runs[name]["validation"][-1]["student"]) if done else "full"
+
+
+def headline_corner(state: dict) -> str:
+    """The corner of :data:`FORM_SQUARE` the headline run belongs to (its component runs are read there)."""
+    headline = headline_run(state)
+    return CORNER_OF.get(headline, headline)
 
 
 def summary_json(state: dict) -> dict:
@@ -100,6 +119,8 @@ def summary_json(state: dict) -> dict:
             "student_before_scale1": score("student_before"),
             "student_before": score("student_before_chosen_scale", chosen_student),
             "student_after": score(f"student_{headline}", full), "student_after_run": headline,
+            "student_after_forms": dict(zip(("fusion", "boundary_form"), FORM_SQUARE[headline_corner(state)],
+                                            strict=True)),
             "student_scale": state.get("student_scale", {}).get("chosen"),
             "ctcf_own": fusion.get(chosen, {}).get("miou_own") if split == "proxy" else None,
             "ta_own": fusion.get(chosen, {}).get("ta_miou_own") if split == "proxy" else None,
@@ -192,8 +213,13 @@ def acceptance_lines(data: dict, state: dict) -> list[str]:
     lines.append(f"| CVRG: student after vs student before (same scale) and TA as-is (whole, scale 1) | "
                  f">= {_f(cb)} and >= {_f(cta)} | {_f(ca)} | "
                  f"{_ge(ca, None if cb is None or cta is None else max(cb, cta))} |")
-    pairs = [("eq. 5", "eq45", "eq4"), ("eq. 7", "full", "eq45"), ("CTCF over SSA", "full", "full_ssa"),
-             ("fusion safeguards over paper CTCF", "full", "full_paper_fusion"),
+    corner = headline_corner(state)
+    eq45, ssa = COMPONENTS_AT[corner]
+    at = "" if corner == "full" else f" at the chosen corner `{corner}`"
+    pairs = [(f"eq. 5{at}", eq45, "eq4"), (f"eq. 7{at}", corner, eq45), (f"CTCF over SSA{at}", corner, ssa)]
+    if corner != "full":  # the same components at the safeguarded corner, measured before the choice
+        pairs += [("eq. 5", "eq45", "eq4"), ("eq. 7", "full", "eq45"), ("CTCF over SSA", "full", "full_ssa")]
+    pairs += [("fusion safeguards over paper CTCF", "full", "full_paper_fusion"),
              ("boundary safeguard over paper form", "full", "full_paper_boundary")]
     for label, with_it, without in pairs:
         a, b = runs.get(with_it), runs.get(without)
@@ -279,6 +305,35 @@ def _seed_lines(data: dict) -> list[str]:
     return lines
 
 
+def _form_square_lines(data: dict, state: dict) -> list[str]:
+    """The fusion x boundary-form square of eq. 4 + 5 + 7 runs, and the corner validation chose."""
+    runs = data["runs"]
+    if not any(name in runs for name in FORM_SQUARE):
+        return []
+    corner, headline = headline_corner(state), headline_run(state)
+    lines = ["", "Fusion x boundary form, chosen on the trained student (eq. 4 + 5 + 7, 60 steps; cells: "
+             "aachen validation, the rule's number, then frankfurt proxy / CVRG, read only):", "",
+             "| fusion | boundary form `disagreement` | boundary form `paper` |", "|---|---|---|"]
+    for fusion in ("safeguards", "paper CTCF"):
+        cells = []
+        for boundary in ("disagreement", "paper"):
+            name = next(n for n, forms in FORM_SQUARE.items() if forms == (fusion, boundary))
+            if name not in runs:
+                cells.append(f"`{name}`: not run")
+                continue
+            n = _run_numbers(runs[name])
+            mark = "**" if name == corner else ""
+            cells.append(f"`{name}`: {mark}{_f(n['val'])}{mark} ({_f(n['proxy'])} / {_f(n['cvrg'])})")
+        lines.append(f"| {fusion} | " + " | ".join(cells) + " |")
+    fusion, boundary = FORM_SQUARE[corner]
+    lines += ["", f"Chosen: **{fusion}, boundary form `{boundary}`** (`{corner}`); the headline \"student "
+              f"after\" is `{headline}` — rule: the eq. 4 + 5 + 7 run with the highest final "
+              "aachen-validation mIoU of the trained student, over these corners and the runs of "
+              "a corner at another schedule or student scale (" + ", ".join(f"`{n}`" for n in CORNER_OF)
+              + ")."]
+    return lines
+
+
 def write_report(docs: Path, state: dict, root: Path) -> Path:
     """Write ``docs/results.md``, ``docs/results.json`` and the curves of the stage results ``state``
     (``docs/results_notes.md`` appended); commands are shown relative to the checkout ``root``."""
@@ -358,6 +413,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
         lines.append(f"| {run['what']} | `{extra}` | {scale} | {run['steps']} | {wall} | "
                      f"{_f(run['results'].get(f'proxy/student_{name}', {}).get('miou'))} | "
                      f"{_f(run['results'].get(f'cvrg/student_{name}', {}).get('miou'))} | {trend} |")
+    lines += _form_square_lines(data, state)
     lr = state.get("lr_select")
     if lr:
         lines += ["", "Learning rate (`lr_select`, eq. 4 only, "
@@ -398,8 +454,8 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     if files:
         lines += ["", "## 6. Overlays", "",
                   "Rows: input (and ground truth for CVRG), TA with windows at scale 1 and at the chosen "
-                  "scale, student before and after the full run (whole panorama, at the student's input "
-                  "scale).", ""]
+                  "scale, student before and after training (the headline run named in the row title; "
+                  "whole panorama, at the student's input scale).", ""]
         for item in files:
             name = Path(item["path"]).name
             lines += [f"![{name}](results/{name})", f"*{name}: {item['bytes'] // 1000} KB*", ""]
