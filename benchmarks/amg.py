@@ -7,7 +7,12 @@ agreement both ways (IoU >= 0.9), where the time goes in each, and on the CPU th
 the fast decoder (its matrix products at this core's measured float32 rate; the gap to the measured
 time is the elementwise passes, small-matrix inefficiency and per-call overhead).
 
+With ``--encoder-batch N`` it also times the image encoder one image per call against N per call (the
+windows and their overlap-sized 400x256 centres, as a panorama's masks batch them) and checks that the
+features are identical.
+
     python benchmarks/amg.py [--points-per-side 32] [--windows 2] [--threads 2] [--device cpu]
+                             [--encoder-batch N]
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from goodsam.experiments.amg import (
     ReferenceStageTimer,
     compare_generators,
     decoder_floor,
+    encoder_batch_seconds,
     floor_lines,
     load_windows,
     matched_shares,
@@ -36,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="mobile_sam")
+    parser.add_argument("--encoder-batch", type=int, default=0, help="Also time N images per encoder call.")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = AMGSettings(points_per_side=args.points_per_side)
@@ -83,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         floor = decoder_floor(fast, windows[0][1])
         ref_wall = total["wall"]["reference"] / n
         print("\n".join(floor_lines(floor, fast_stats, fast_stages, workers, ref_wall, n)))
+    if args.encoder_batch > 1:
+        crops = [image for _, image in windows] + [image[:, 128:384].copy() for _, image in windows]
+        one, many, same = encoder_batch_seconds(fast, crops, args.encoder_batch, args.device)
+        print(f"\nimage encoder, {len(crops)} crops (windows and overlap-sized centres): one per call "
+              f"{one:.2f} s per image, {args.encoder_batch} per call {many:.2f} s per image: "
+              f"x{one / many:.2f}; features identical: {'yes' if same else 'NO'}")
     print("\nrerun: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]))
     return 0
 

@@ -39,6 +39,14 @@ def _memoise_encoder(generator, cache: dict) -> None:
         predictor.is_image_set = True
 
     predictor.set_image = set_image
+    if hasattr(generator, "encode"):  # the fast generator encodes through its own batched ``encode``
+        def encode(crops):
+            for crop in crops:
+                set_image(crop)
+            return [cache[(hashlib.sha1(np.ascontiguousarray(c).tobytes()).hexdigest(), c.shape)][:2]
+                    for c in crops]
+
+        generator.encode = encode
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +227,25 @@ def test_missing_or_corrupt_weights_raise_asset_error(tmp_path, monkeypatch: pyt
         build_mask_generator("mobile_sam", weights=garbage)
     with pytest.raises(AssetError):
         build_mask_generator("mobile_sam", weights=tmp_path / "absent.pt")
+
+
+def test_batched_encoder_gives_the_masks_of_one_image_per_call(window: np.ndarray) -> None:
+    """A window and an overlap-sized crop (different resized shapes) through one encoder call: the same
+    features and masks as one call each (no memoised embeddings here: the real encoder both ways)."""
+    images = [window, np.ascontiguousarray(window[:, 128:384])]
+    generator = build_mask_generator("mobile_sam", settings=AMGSettings(points_per_side=4), impl="fast")
+    single = [generator.generate(image) for image in images]
+    generator.encoder_batch = 2
+    calls: list[int] = []
+    encode = generator.encode
+    generator.encode = lambda crops: calls.append(len(crops)) or encode(crops)
+    batched = generator.generate_batch(images)
+    assert calls == [2]  # one encoder call for both
+    one, both = encode(images[1:]), encode(images)
+    assert one[0][1] == both[1][1] and torch.equal(one[0][0], both[1][0])
+    for a, b in zip(single, batched, strict=True):
+        assert len(a) > 0 and np.array_equal(a.masks, b.masks) and np.array_equal(a.boxes, b.boxes)
+        assert np.array_equal(a.predicted_iou, b.predicted_iou)
 
 
 @pytest.fixture

@@ -197,3 +197,20 @@ def floor_lines(floor: dict[str, float], stats: dict[str, int], stages: dict[str
                  f"x{ref_wall / best:.1f} against this run's reference if the decoder were nothing but "
                  "matrix products at full speed (no elementwise passes, no filters)")
     return lines
+
+
+def encoder_batch_seconds(fast, images: list[np.ndarray], batch: int, device: str = "cpu"
+                          ) -> tuple[float, float, bool]:
+    """Seconds per image of the fast generator's image encoder, one image per call and ``batch`` per
+    call (the same images, warm), and whether the batched features equal the single ones exactly."""
+    _sync(device)
+    start = time.perf_counter()
+    single = [fast.encode([image])[0] for image in images]
+    _sync(device)
+    one = (time.perf_counter() - start) / len(images)
+    start = time.perf_counter()
+    batched = [item for k in range(0, len(images), batch) for item in fast.encode(images[k:k + batch])]
+    _sync(device)
+    many = (time.perf_counter() - start) / len(images)
+    same = all(a[1] == b[1] and torch.equal(a[0], b[0]) for a, b in zip(single, batched, strict=True))
+    return one, many, same

@@ -208,7 +208,8 @@ def load_panorama_masks(path: str | os.PathLike, identity: dict | None = None) -
 
 def generate_panorama_masks(generator, image: np.ndarray, layout: WindowLayout, meta: dict | None = None
                             ) -> PanoramaMasks:
-    """Run ``generator.generate`` on every window and every overlap (each fed to SAM on its own).
+    """Masks of every window and every overlap (each its own SAM image), through
+    ``generator.generate_batch`` (the fast generator encodes several of them per encoder call).
 
     ``image``: ``(H, W, 3)`` uint8 of the layout's size; windows/overlaps wrap around the seam if the
     layout does.
@@ -219,6 +220,8 @@ def generate_panorama_masks(generator, image: np.ndarray, layout: WindowLayout, 
     def crop(columns: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(image[:, columns])
 
-    windows = [generator.generate(crop(layout.window_columns(k))) for k in range(layout.num_windows)]
-    overlaps = [generator.generate(crop(layout.overlap_columns(k))) for k in range(layout.num_overlaps)]
+    crops = [crop(layout.window_columns(k)) for k in range(layout.num_windows)]
+    crops += [crop(layout.overlap_columns(k)) for k in range(layout.num_overlaps)]
+    masks = generator.generate_batch(crops)
+    windows, overlaps = masks[:layout.num_windows], masks[layout.num_windows:]
     return PanoramaMasks(layout, windows, overlaps, dict(meta or {}))

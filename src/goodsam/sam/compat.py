@@ -26,7 +26,7 @@ _TRANSFORMER = ("layers", "num_heads", "final_attn_token_to_image", "norm_final_
 _MODEL = ("image_encoder.img_size", "prompt_encoder.get_dense_pe", "mask_decoder", "mask_threshold")
 _PACKAGE = ("SamPredictor", "utils.amg.build_all_layer_point_grids", "utils.amg.generate_crop_boxes",
             "utils.amg.remove_small_regions")
-_PREDICTOR = ("set_image", "reset_image", "transform.apply_coords")
+_PREDICTOR = ("transform.apply_image", "transform.apply_coords")
 
 
 def _lookup(root: object, path: str) -> object:
