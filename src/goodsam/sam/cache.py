@@ -209,7 +209,8 @@ def load_panorama_masks(path: str | os.PathLike, identity: dict | None = None) -
 def generate_panorama_masks(generator, image: np.ndarray, layout: WindowLayout, meta: dict | None = None
                             ) -> PanoramaMasks:
     """Masks of every window and every overlap (each its own SAM image), through
-    ``generator.generate_batch`` (the fast generator encodes several of them per encoder call).
+    ``generator.generate_batch`` where it has one (the fast generator encodes several of them per encoder
+    call), else ``generate`` on each.
 
     ``image``: ``(H, W, 3)`` uint8 of the layout's size; windows/overlaps wrap around the seam if the
     layout does.
@@ -222,6 +223,7 @@ def generate_panorama_masks(generator, image: np.ndarray, layout: WindowLayout, 
 
     crops = [crop(layout.window_columns(k)) for k in range(layout.num_windows)]
     crops += [crop(layout.overlap_columns(k)) for k in range(layout.num_overlaps)]
-    masks = generator.generate_batch(crops)
+    batch = getattr(generator, "generate_batch", None)  # any object with ``generate`` will do
+    masks = batch(crops) if batch else [generator.generate(image) for image in crops]
     windows, overlaps = masks[:layout.num_windows], masks[layout.num_windows:]
     return PanoramaMasks(layout, windows, overlaps, dict(meta or {}))
