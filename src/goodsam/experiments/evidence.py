@@ -497,7 +497,7 @@ class Evidence:
             written.append(save_small_png(panel(image, rows), self.docs / "results" / f"{name}.png"))
         record.append({"command": "python benchmarks/evidence.py --only overlays (in-process)",
                        "seconds": round(time.perf_counter() - start, 1), "rc": 0})
-        return {"files": written}
+        return {"files": written, "student_run": headline}
 
     def oracle_run(self, name: str, steps: int, record: list) -> dict:
         """Diagnosis (training side): the eq. 4-only run again, its targets the aachen *ground truth* of

@@ -451,11 +451,12 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     for cls in CITYSCAPES_CLASSES:
         lines.append(f"| {cls} | " + " | ".join(_f(s.get("per_class", {}).get(cls)) for s in sources) + " |")
     files = state.get("overlays", {}).get("files", [])
+    shown = state.get("overlays", {}).get("student_run", "full")  # records before session 9: the full run
     if files:
         lines += ["", "## 6. Overlays", "",
                   "Rows: input (and ground truth for CVRG), TA with windows at scale 1 and at the chosen "
-                  "scale, student before and after training (the headline run named in the row title; "
-                  "whole panorama, at the student's input scale).", ""]
+                  f"scale, student before and after training (`{shown}`; whole panorama, at the student's "
+                  "input scale).", ""]
         for item in files:
             name = Path(item["path"]).name
             lines += [f"![{name}](results/{name})", f"*{name}: {item['bytes'] // 1000} KB*", ""]
