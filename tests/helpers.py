@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from goodsam.sam.base import MaskSet
+from goodsam.sam.base import MaskGenerator, MaskSet
 from goodsam.segmenters.base import Segmenter, SegmenterOutput
 
 
@@ -22,7 +22,7 @@ class CodedSegmenter(Segmenter):
         return SegmenterOutput(-(pixel_values[:, :1] / 10 - ids).abs())
 
 
-class StandInSAM:
+class StandInSAM(MaskGenerator):
     """Deterministic stand-in for SAM: grey-level terciles, split into left and right halves (6 masks)."""
 
     model_name = "mobile_sam"

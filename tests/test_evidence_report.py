@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from goodsam.experiments.evidence import Evidence, write_oracle_targets
+from goodsam.experiments.evidence import ONE_PROCESS, Evidence, write_oracle_targets
 from goodsam.experiments.evidence_report import acceptance_lines, summary_json, write_report
 from goodsam.experiments.evidence_restore import restored_record
 from goodsam.fileio import save_tensors
@@ -227,3 +227,46 @@ def test_the_trained_students_validation_chooses_the_corner_and_its_component_li
     assert data["proxy"]["student_after_run"] == "full_long"
     assert data["proxy"]["student_after_forms"]["fusion"] == "safeguards"
     assert _row(acceptance_lines(data, state), "eq. 7 lowers")[2].startswith("proxy 32.0 vs 29.9")
+
+
+def test_a_one_process_run_trains_in_one_process_with_both_threads(tmp_path: Path, monkeypatch) -> None:
+    """The runs in ``ONE_PROCESS`` (too large for two training processes in this machine's memory) launch
+    ``torchrun --nproc_per_node=1`` with two threads; the others two processes of one thread each."""
+    launched: list[tuple[str, int]] = []
+
+    def fake_run(self, args: list[str], log: Path, record: list, threads: int = 1) -> float:
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "validation.jsonl"):
+            (out / name).write_text("")
+        launched.append((next(a for a in args if a.startswith("--nproc_per_node=")), threads))
+        return 0.0
+
+    monkeypatch.setattr(Evidence, "run", fake_run)
+    scored: list[list[str]] = []
+    monkeypatch.setattr(Evidence, "run_evals",
+                        lambda self, jobs, name, record: scored.append([job[0] for job in jobs]) or {})
+    work = Evidence(tmp_path / "work", tmp_path / "docs", root=tmp_path)
+    work.state = {"lr_select": {"chosen": "2e-4"}, "scale_sweep": {"chosen": "3"},
+                  "student_scale": {"chosen": "2"},
+                  "fusion_select": {"chosen": {"ta_confidence": 0.7, "uncertain": "ta"}}}
+    (big,) = ONE_PROCESS
+    assert work.stage_run([], big)["student_scale"] == "3"
+    work.stage_run([], "full")
+    assert launched == [("--nproc_per_node=1", 2), ("--nproc_per_node=2", 1)]
+    # the run at scale 3 scores the untrained student at scale 3 too (no earlier stage did); full does not
+    assert f"proxy/student_before_{big}" in scored[0] and f"cvrg/student_before_{big}" in scored[0]
+    assert scored[1] == ["proxy/student_full", "cvrg/student_full"]
+
+
+def test_a_headline_at_its_own_scale_is_compared_with_its_own_untrained_student() -> None:
+    """The headline run at another student scale than the chosen one: "student before" is that run's
+    untrained student at its scale, and the student scale reported is the run's."""
+    name = "full_paper_boundary_student_scale3"
+    run = _run("full, student scale 3", 33.2, 52.1, 44.6, name=name, student_scale="3",
+               results={f"proxy/student_before_{name}": _scores(26.0),
+                        f"cvrg/student_before_{name}": _scores(44.0)})
+    data = summary_json({**_state(), f"run_{name}": run})
+    assert data["proxy"]["student_after_run"] == name
+    assert (data["proxy"]["student_before"], data["cvrg"]["student_before"]) == (26.0, 44.0)
+    assert data["proxy"]["student_scale"] == "3"

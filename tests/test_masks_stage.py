@@ -22,7 +22,7 @@ from goodsam.errors import ConfigError, GoodSAMError, ImageError
 from goodsam.imageio import target_size
 from goodsam.panorama.windows import sliding_windows
 from goodsam.sam import folder as masks_stage
-from goodsam.sam.base import AMGSettings, MaskSet
+from goodsam.sam.base import AMGSettings, MaskGenerator, MaskSet
 from goodsam.sam.cache import (
     MaskCacheError,
     PanoramaMasks,
@@ -38,7 +38,7 @@ TINY = AMGSettings(points_per_side=3, points_per_batch=9, pred_iou_thresh=0.5, s
 SIZE = {"height": 96, "width": 384, "window": 256, "stride": 128}  # 2 windows + 1 overlap per image
 
 
-class FakeGenerator:
+class FakeGenerator(MaskGenerator):
     """Deterministic stand-in: one mask per grey-level tercile of the crop."""
 
     model_name = "mobile_sam"

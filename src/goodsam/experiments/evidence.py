@@ -56,7 +56,7 @@ from goodsam.train.trainer import recorded_train_seconds
 from goodsam.visualize import categories_as_train_ids, panel, save_small_png, train_ids_as_categories
 
 GOODSAM = [sys.executable, "-m", "goodsam.cli"]
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 TA, STUDENT, CONFIG = "espnetv2-s2.0", "espnetv2-s0.5", "nano-s0.5"
 POINTS = 16
 SCALES = ("1", "1.5", "2", "2.5", "3", "auto")
@@ -123,6 +123,11 @@ RUNS = {
                    f"eq. 4 + 5 + 7 (all safeguards), seed {REPEAT_SEED}"),
 }
 assert set(SEED_REPEATS) <= set(RUNS)
+# Runs trained by one process with two threads instead of two processes with one thread each: the same
+# optimiser steps (a process accumulates the gradients of its share of each batch), half the memory. Two
+# processes with the student at scale 3 need about 2 x 12 GB, past this machine's 24 GiB (OOM-killed twice).
+ONE_PROCESS = {"full_paper_boundary_student_scale3"}
+assert set(RUNS) >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa", "run_full_paper_fusion",
           "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long",
@@ -135,9 +140,10 @@ NOT_RESTORED = ("data", "masks", "report")
 RECORDS = Path("results") / "stages.json"  # under the docs folder: every finished stage's record
 
 
-def single_threaded_env() -> dict[str, str]:
-    """The environment of every command: one CPU thread each (two commands share the two cores)."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def threads_env(threads: int = 1) -> dict[str, str]:
+    """The environment of a command: one CPU thread each by default (two commands or two training
+    processes share the two cores)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 def link(frames: list[Path], labels: Path, out: Path, prefix: str = "") -> Path:
@@ -222,14 +228,15 @@ class Evidence:
     state: dict = field(default_factory=dict)  # stage name -> its result (the stage files)
 
     # ------------------------------------------------------------------------------------- commands
-    def run(self, args: list[str], log: Path, record: list) -> float:
-        """Run a command (output appended to ``log``); record its display form and wall time."""
+    def run(self, args: list[str], log: Path, record: list, threads: int = 1) -> float:
+        """Run a command (output appended to ``log``, ``threads`` CPU threads per process); record its
+        display form and wall time."""
         start = time.perf_counter()
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as handle:
             handle.write(f"$ {shlex.join(args)}\n")
             handle.flush()
-            done = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, env=single_threaded_env(),
+            done = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, env=threads_env(threads),
                                   cwd=self.root)
         seconds = time.perf_counter() - start
         shown = shlex.join(["goodsam" if a == "goodsam.cli" else a for a in args[2:]] if args[:3] == GOODSAM
@@ -248,7 +255,7 @@ class Evidence:
             for k, args in enumerate(batch):
                 handle = open(log.with_suffix(f".{k}.log"), "a")  # noqa: SIM115 - closed after the wait below
                 procs.append((args, subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT,
-                                                     env=single_threaded_env(), cwd=self.root),
+                                                     env=threads_env(), cwd=self.root),
                               time.perf_counter(), handle))
             for args, proc, start, handle in procs:
                 rc = proc.wait()
@@ -399,11 +406,13 @@ class Evidence:
         """The student's input scale chosen by the ``student_scale`` stage."""
         return self.state["student_scale"]["chosen"]
 
-    def train_args(self, out: Path, steps: int, val_every: int, overrides: list[str]) -> list[str]:
-        """The 2-process ``goodsam train`` command of one run, validated on the aachen panoramas."""
+    def train_args(self, out: Path, steps: int, val_every: int, overrides: list[str],
+                   processes: int = 2) -> list[str]:
+        """The ``goodsam train`` command of one run (``processes`` training processes), validated on the
+        aachen panoramas."""
         work = self.work
         val = work / "proxy" / "val"
-        args = [*TORCHRUN, "-m", "goodsam.cli", "train", "--config", CONFIG,
+        args = [*TORCHRUN, f"--nproc_per_node={processes}", "-m", "goodsam.cli", "train", "--config", CONFIG,
                 "--data", str(work / "proxy" / "train" / "images"), "--masks", str(work / "masks" / "train"),
                 "--out", str(out), "--steps", str(steps), "--resume", "--no-progress",
                 "--val-images", str(val / "images"), "--val-labels", str(val / "labels"),
@@ -448,12 +457,15 @@ class Evidence:
         settings = override_values(overrides)
         steps = int(settings["optim.decay_steps"])  # the run's horizon
         out = self.work / "runs" / name
-        self.run(self.train_args(out, steps, max(steps // 6, 1), overrides),
-                 self.work / "logs" / f"run_{name}.log", record)
+        processes = 1 if name in ONE_PROCESS else 2
+        self.run(self.train_args(out, steps, max(steps // 6, 1), overrides, processes),
+                 self.work / "logs" / f"run_{name}.log", record, threads=3 - processes)
         jobs = self.eval_jobs(f"student_{name}", str(out / "student"), windows=False, scale=scale)
-        if settings.get("student.architecture", STUDENT) != STUDENT:  # another student: it untrained too
-            jobs += self.eval_jobs(f"student_before_{name}", settings["student.architecture"], windows=False,
-                                   scale=scale)
+        # another student, or the student at a scale neither eval_before (1) nor student_scale (the chosen)
+        # scored it at: it untrained too, so that "before" and "after" share the inference mode
+        student = settings.get("student.architecture", STUDENT)
+        if student != STUDENT or scale not in ("1", self.student_scale):
+            jobs += self.eval_jobs(f"student_before_{name}", student, windows=False, scale=scale)
         ta_scale = None
         if settings.get("loss.eq6_ta_ensemble") != "0":  # the TA adapted: the TA after, windows at its scale
             ta_scale = settings["ta.scale"]

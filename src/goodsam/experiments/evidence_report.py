@@ -99,6 +99,8 @@ def summary_json(state: dict) -> dict:
     runs = _runs(state)
     headline = headline_run(state)
     full = runs.get(headline, {}).get("results", {})
+    chosen_scale = state.get("student_scale", {}).get("chosen")
+    own_before = f"proxy/student_before_{headline}" in full  # the headline's untrained student, its scale
     ta_run = runs.get(TA_RUN, {})
     fusion = state.get("fusion_eval", {}).get("rows", {})
     chosen = state.get("fusion_select", {}).get("chosen", {}).get("name", "CTCF (paper)")
@@ -117,11 +119,12 @@ def summary_json(state: dict) -> dict:
             "ta_after": score(f"ta_{TA_RUN}", ta_run.get("results", {})) if ta_run else None,
             "ta_adaptation_scale": ta_run.get("ta_scale"),
             "student_before_scale1": score("student_before"),
-            "student_before": score("student_before_chosen_scale", chosen_student),
+            "student_before": (score(f"student_before_{headline}", full) if own_before
+                               else score("student_before_chosen_scale", chosen_student)),
             "student_after": score(f"student_{headline}", full), "student_after_run": headline,
             "student_after_forms": dict(zip(("fusion", "boundary_form"), FORM_SQUARE[headline_corner(state)],
                                             strict=True)),
-            "student_scale": state.get("student_scale", {}).get("chosen"),
+            "student_scale": runs.get(headline, {}).get("student_scale") or chosen_scale,
             "ctcf_own": fusion.get(chosen, {}).get("miou_own") if split == "proxy" else None,
             "ta_own": fusion.get(chosen, {}).get("ta_miou_own") if split == "proxy" else None,
         }

@@ -27,7 +27,7 @@ from goodsam.errors import ConfigError
 from goodsam.fileio import atomic_write
 from goodsam.fileio import stale_temporaries as stale_temporaries  # re-exported for the masks stage
 from goodsam.panorama.windows import WindowLayout, layout_from_dict
-from goodsam.sam.base import AMGSettings, MaskSet
+from goodsam.sam.base import AMGSettings, MaskGenerator, MaskSet
 
 FORMAT = "goodsam-panorama-masks"
 VERSION = 1
@@ -206,11 +206,10 @@ def load_panorama_masks(path: str | os.PathLike, identity: dict | None = None) -
     return PanoramaMasks(layout, windows, overlaps, meta)
 
 
-def generate_panorama_masks(generator, image: np.ndarray, layout: WindowLayout, meta: dict | None = None
-                            ) -> PanoramaMasks:
-    """Masks of every window and every overlap (each its own SAM image), through
-    ``generator.generate_batch`` where it has one (the fast generator encodes several of them per encoder
-    call), else ``generate`` on each.
+def generate_panorama_masks(generator: MaskGenerator, image: np.ndarray, layout: WindowLayout,
+                            meta: dict | None = None) -> PanoramaMasks:
+    """Masks of every window and every overlap (each its own SAM image), in one
+    ``generator.generate_batch`` call (the fast generator encodes several of them per encoder call).
 
     ``image``: ``(H, W, 3)`` uint8 of the layout's size; windows/overlaps wrap around the seam if the
     layout does.
@@ -223,7 +222,6 @@ def generate_panorama_masks(generator, image: np.ndarray, layout: WindowLayout, 
 
     crops = [crop(layout.window_columns(k)) for k in range(layout.num_windows)]
     crops += [crop(layout.overlap_columns(k)) for k in range(layout.num_overlaps)]
-    batch = getattr(generator, "generate_batch", None)  # any object with ``generate`` will do
-    masks = batch(crops) if batch else [generator.generate(image) for image in crops]
+    masks = generator.generate_batch(crops)
     windows, overlaps = masks[:layout.num_windows], masks[layout.num_windows:]
     return PanoramaMasks(layout, windows, overlaps, dict(meta or {}))
