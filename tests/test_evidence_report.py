@@ -270,3 +270,19 @@ def test_a_headline_at_its_own_scale_is_compared_with_its_own_untrained_student(
     assert data["proxy"]["student_after_run"] == name
     assert (data["proxy"]["student_before"], data["cvrg"]["student_before"]) == (26.0, 44.0)
     assert data["proxy"]["student_scale"] == "3"
+
+
+def test_a_headline_at_another_scale_is_compared_with_the_untrained_student_at_that_scale() -> None:
+    """Without its own "before", a headline at a scale neither eval_before (1) nor student_scale (the
+    chosen, 2) scored reads the ``student_before_scales`` stage at its scale, never another scale's."""
+    name = "full_paper_boundary_student_scale3"
+    run = _run("full, student scale 3", 33.2, 52.1, 44.6, name=name, student_scale="3")
+    state = {**_state(), f"run_{name}": run}
+    assert summary_json(state)["proxy"]["student_before"] is None  # not measured at scale 3: not 27.8
+    state["student_before_scales"] = {"scales": ["3"],
+                                      "results": {"proxy/student_before_s3": _scores(27.3),
+                                                  "cvrg/student_before_s3": _scores(33.1)}}
+    data = summary_json(state)
+    assert (data["proxy"]["student_before"], data["cvrg"]["student_before"]) == (27.3, 33.1)
+    assert _row(acceptance_lines(data, state), "CVRG: student after")[1:] == [">= 33.1 and >= 59.7", "52.1",
+                                                                             "no"]

@@ -132,7 +132,8 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "fusion_eval", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa", "run_full_paper_fusion",
           "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long",
           "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1", "run_full_paper",
-          "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa", "overlays", "report")
+          "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa", "student_before_scales",
+          "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -329,6 +330,16 @@ class Evidence:
         return {"val_miou": scores, "chosen": chosen, "results": results,
                 "rule": "the student input scale of the highest whole-panorama mIoU of the untrained "
                         "student on the aachen validation panoramas"}
+
+    def stage_student_before_scales(self, record: list) -> dict:
+        """The untrained student, whole panorama, on the frankfurt proxy and CVRG at every candidate scale
+        that ``eval_before`` (1) and ``student_scale`` (the chosen) did not score it at: the "before" of a
+        run whose student sees the panorama at another scale, in that run's inference mode. Chooses
+        nothing."""
+        scales = [s for s in SCALES if s not in ("1", self.student_scale)]
+        jobs = [job for s in scales for job in self.eval_jobs(f"student_before_s{s}", STUDENT, windows=False,
+                                                               scale=s)]
+        return {"scales": scales, "results": self.run_evals(jobs, "student_before_scales", record)}
 
     def score_pseudo_labels(self, split: str, scale: str) -> dict:
         """Every variant's pseudo-labels of one proxy split, TA windows at ``scale`` (in-process)."""

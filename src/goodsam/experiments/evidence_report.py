@@ -88,6 +88,26 @@ def headline_corner(state: dict) -> str:
     return CORNER_OF.get(headline, headline)
 
 
+def student_before(state: dict, run: str, split: str) -> float | None:
+    """The untrained student's mIoU on ``split`` in run ``run``'s inference mode (whole panorama, the run's
+    input scale): the run's own score of it where it has one, else the stage that scored the untrained
+    student at that scale (``eval_before`` at 1, ``student_scale`` at the chosen scale,
+    ``student_before_scales`` at the others); None where none did (never a score at another scale)."""
+    record = _runs(state).get(run, {})
+    own = record.get("results", {}).get(f"{split}/student_before_{run}")
+    if own:
+        return own.get("miou")
+    scale = record.get("student_scale") or "1"
+    chosen = state.get("student_scale", {})
+    if scale == "1":
+        results, key = state.get("eval_before", {}), "student_before"
+    elif scale == chosen.get("chosen"):
+        results, key = chosen.get("results", {}), "student_before_chosen_scale"
+    else:
+        results, key = state.get("student_before_scales", {}).get("results", {}), f"student_before_s{scale}"
+    return results.get(f"{split}/{key}", {}).get("miou")
+
+
 def summary_json(state: dict) -> dict:
     """The numbers of every table (mIoU %), including the keys issue 12 names.
 
@@ -95,12 +115,10 @@ def summary_json(state: dict) -> dict:
     inference mode); ``student_before_scale1`` at the paper's scale 1. ``ta_before``/``ta_after`` are the
     TA with sliding windows at the scale it adapted at, before and after (the same inference mode)."""
     before = state.get("eval_before", {})
-    chosen_student = state.get("student_scale", {}).get("results", {})
     runs = _runs(state)
     headline = headline_run(state)
     full = runs.get(headline, {}).get("results", {})
     chosen_scale = state.get("student_scale", {}).get("chosen")
-    own_before = f"proxy/student_before_{headline}" in full  # the headline's untrained student, its scale
     ta_run = runs.get(TA_RUN, {})
     fusion = state.get("fusion_eval", {}).get("rows", {})
     chosen = state.get("fusion_select", {}).get("chosen", {}).get("name", "CTCF (paper)")
@@ -119,8 +137,7 @@ def summary_json(state: dict) -> dict:
             "ta_after": score(f"ta_{TA_RUN}", ta_run.get("results", {})) if ta_run else None,
             "ta_adaptation_scale": ta_run.get("ta_scale"),
             "student_before_scale1": score("student_before"),
-            "student_before": (score(f"student_before_{headline}", full) if own_before
-                               else score("student_before_chosen_scale", chosen_student)),
+            "student_before": student_before(state, headline, split),
             "student_after": score(f"student_{headline}", full), "student_after_run": headline,
             "student_after_forms": dict(zip(("fusion", "boundary_form"), FORM_SQUARE[headline_corner(state)],
                                             strict=True)),
@@ -373,6 +390,10 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     if student_chosen:
         rows.append(("student before", f"whole, scale {student_stage['chosen']}",
                      "student_before_chosen_scale", student_chosen, student_stage))
+    other_scales = state.get("student_before_scales", {})
+    for scale in other_scales.get("scales", []):  # the untrained student at the other candidate scales
+        rows.append(("student before", f"whole, scale {scale}", f"student_before_s{scale}",
+                     other_scales["results"], other_scales))
     for name, run in runs.items():
         if f"proxy/student_before_{name}" in run["results"]:  # a run with another student: it untrained
             rows.append((f"student before: {run['what']}", f"whole, scale {run.get('student_scale', '1')}",
@@ -442,6 +463,10 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     if student_chosen:
         columns[f"student before s{student_stage['chosen']}"] = student_chosen.get(
             "proxy/student_before_chosen_scale", {})
+    headline_scale = data["proxy"]["student_scale"]
+    if headline_scale in other_scales.get("scales", []):  # the headline's "before", at its scale
+        columns[f"student before s{headline_scale}"] = other_scales["results"].get(
+            f"proxy/student_before_s{headline_scale}", {})
     for name, run in runs.items():
         columns[name] = run["results"].get(f"proxy/student_{name}", {})
         if run.get("ta_scale"):
