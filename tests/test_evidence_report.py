@@ -286,3 +286,48 @@ def test_a_headline_at_another_scale_is_compared_with_the_untrained_student_at_t
     assert (data["proxy"]["student_before"], data["cvrg"]["student_before"]) == (27.3, 33.1)
     assert _row(acceptance_lines(data, state), "CVRG: student after")[1:] == [">= 33.1 and >= 59.7", "52.1",
                                                                              "no"]
+
+
+def test_the_sam_point_grids_are_compared_variant_by_variant(tmp_path: Path) -> None:
+    """Section 3b sets each variant's pseudo-labels at 16x16 points (fusion_select / fusion_eval) beside
+    the 32x32 ones of the ``sam_points`` stage; absent before that stage runs."""
+    state = _state()
+    assert "### 3b. SAM point grid" not in write_report(tmp_path, state, tmp_path).read_text()
+    row = {"miou": 40.6, "miou_own": 38.0, "ta_miou_own": 37.4, "labelled": 86.9}
+    state["fusion_select"]["rows"] = {"CTCF + both (0.7)": {**row, "miou": 49.0, "miou_own": 50.0}}
+    state["fusion_eval"]["rows"]["CTCF + both (0.7)"]["labelled"] = 86.9
+    state["sam_points"] = {"points": 32, "chosen": 32, "variant": "CTCF + both (0.7)", "rule": "val",
+                           "rows": {"val": {"CTCF + both (0.7)": {**row, "miou": 49.5, "miou_own": 51.0}},
+                                    "eval": {"CTCF + both (0.7)": {**row, "miou": 41.0, "labelled": 90.0}}},
+                           "commands": [{"command": "goodsam.cli masks a --shard 0/2", "seconds": 300.0},
+                                        {"command": "goodsam.cli masks a --shard 1/2", "seconds": 300.0},
+                                        {"command": "python benchmarks/evidence.py --only sam_points",
+                                         "seconds": 90.0}]}
+    text = write_report(tmp_path, state, tmp_path).read_text()
+    assert ("| CTCF + both (0.7) | 49.0 → 49.5 | 50.0 → 51.0 | 40.6 → 41.0 | 38.0 → 38.0 | 86.9 → 90.0 % |"
+            in text)
+    assert "Chosen grid: **32x32**" in text and "5.0 min on the two cores" in text
+
+
+@pytest.mark.parametrize(("at32", "chosen"), [(49.5, 32), (48.0, 16)])
+def test_the_sam_point_grid_is_chosen_on_validation(tmp_path: Path, monkeypatch, at32: float,
+                                                    chosen: int) -> None:
+    """The ``sam_points`` stage computes 32x32 masks of the validation and evaluation panoramas, scores
+    every variant on both, and keeps 32x32 only where the chosen variant scores higher on validation."""
+    launched: list[list[str]] = []
+    monkeypatch.setattr(Evidence, "parallel", lambda self, batch, log, record: launched.extend(batch))
+    scored: list[tuple[str, Path]] = []
+
+    def fake_score(self, split: str, scale: str, masks: Path | None = None) -> dict:
+        scored.append((split, masks))
+        return {"CTCF + both (0.7)": {"miou": at32 if split == "val" else 10.0}}
+
+    monkeypatch.setattr(Evidence, "score_pseudo_labels", fake_score)
+    work = Evidence(tmp_path / "work", tmp_path / "docs", root=tmp_path)
+    work.state = {"scale_sweep": {"chosen": "3"},
+                  "fusion_select": {"chosen": {"name": "CTCF + both (0.7)"},
+                                    "rows": {"CTCF + both (0.7)": {"miou": 49.0}}}}
+    result = work.stage_sam_points([])
+    assert result["chosen"] == chosen
+    assert all(args[args.index("--points-per-side") + 1] == "32" for args in launched) and len(launched) == 4
+    assert scored == [("val", work.work / "masks_32" / "val"), ("eval", work.work / "masks_32" / "eval")]

@@ -59,6 +59,7 @@ GOODSAM = [sys.executable, "-m", "goodsam.cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 TA, STUDENT, CONFIG = "espnetv2-s2.0", "espnetv2-s0.5", "nano-s0.5"
 POINTS = 16
+PAPER_POINTS = 32  # the paper's SAM point grid (32x32 per window); the ``sam_points`` stage measures it
 SCALES = ("1", "1.5", "2", "2.5", "3", "auto")
 PATTERN = "{stem}_trainIds.png"
 VARIANTS = (
@@ -101,6 +102,11 @@ RUNS = {
     # of scale 2), chosen against scale 2 on the trained student's validation
     "full_paper_boundary_student_scale3": ([*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3"],
                                            "eq. 4 + 5 + 7, paper boundary form, student at scale 3"),
+    # the paper's 32x32 SAM point grid (the sam_points stage's choice on validation pseudo-labels) at the
+    # corner the trained student chose, student at scale 2: against full_paper_boundary (16x16)
+    "full_paper_boundary_points32": ([*STUDENT_ONLY, "loss.boundary_form=paper",
+                                      f"sam.settings.points_per_side={PAPER_POINTS}"],
+                                     "eq. 4 + 5 + 7, paper boundary form, SAM masks at 32x32 points"),
     "eq4_scale1": (EQ4_ONLY, "eq. 4 only, the student at input scale 1 (the paper's)"),
     # the schedule: the full run with four times the steps (and its decay over them); resumable, so it
     # may span sessions; its validation curve shows whether 60 steps had converged
@@ -129,11 +135,11 @@ assert set(SEED_REPEATS) <= set(RUNS)
 ONE_PROCESS = {"full_paper_boundary_student_scale3"}
 assert set(RUNS) >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
-          "fusion_eval", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa", "run_full_paper_fusion",
-          "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1", "run_full_long",
-          "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1", "run_full_paper",
-          "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa", "student_before_scales",
-          "overlays", "report")
+          "fusion_eval", "sam_points", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa",
+          "run_full_paper_fusion", "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1",
+          "run_full_long", "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1",
+          "run_full_paper", "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa",
+          "run_full_paper_boundary_points32", "student_before_scales", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -296,13 +302,24 @@ class Evidence:
         fit_erp_folder(find_asset("panoramas"), work / "real", 400, 2048, overwrite=True)
         return {"train_panoramas": len(list(train.iterdir()))}
 
+    def masks_dir(self, split: str, points: int = POINTS) -> Path:
+        """The SAM mask cache of one proxy split at a ``points`` x ``points`` grid."""
+        return self.work / ("masks" if points == POINTS else f"masks_{points}") / split
+
+    def compute_masks(self, split: str, record: list, points: int = POINTS) -> Path:
+        """``goodsam masks`` on one proxy split (two shards side by side; resumable), into
+        :meth:`masks_dir`."""
+        out = self.masks_dir(split, points)
+        suffix = "" if points == POINTS else f"_{points}"
+        self.parallel([[*GOODSAM, "masks", str(self.work / "proxy" / split / "images"), "--out", str(out),
+                        "--config", CONFIG, "--points-per-side", str(points), "--height", "400", "--width",
+                        "2048", "--shard", f"{k}/2"] for k in range(2)],
+                      self.work / "logs" / f"masks{suffix}_{split}", record)
+        return out
+
     def stage_masks(self, record: list) -> dict:
-        work = self.work
         for split in ("train", "val", "eval"):
-            self.parallel([[*GOODSAM, "masks", str(work / "proxy" / split / "images"),
-                            "--out", str(work / "masks" / split), "--config", CONFIG, "--points-per-side",
-                            str(POINTS), "--height", "400", "--width", "2048",
-                            "--shard", f"{k}/2"] for k in range(2)], work / "logs" / f"masks_{split}", record)
+            self.compute_masks(split, record)
         return {}
 
     def sweep_scales(self, model: str, windows: bool, name: str, record: list) -> tuple[dict, str]:
@@ -341,11 +358,13 @@ class Evidence:
                                                                scale=s)]
         return {"scales": scales, "results": self.run_evals(jobs, "student_before_scales", record)}
 
-    def score_pseudo_labels(self, split: str, scale: str) -> dict:
-        """Every variant's pseudo-labels of one proxy split, TA windows at ``scale`` (in-process)."""
+    def score_pseudo_labels(self, split: str, scale: str, masks: Path | None = None) -> dict:
+        """Every variant's pseudo-labels of one proxy split, TA windows at ``scale`` (in-process), with the
+        SAM masks in ``masks`` (default: the 16x16-point masks of the ``masks`` stage)."""
         folder = self.work / "proxy" / split
         dataset = open_labelled_set(images=folder / "images", labels=folder / "labels", label_pattern=PATTERN)
-        return score_labelled_set(build_segmenter(TA).eval(), dataset, self.work / "masks" / split, VARIANTS,
+        masks = masks or self.work / "masks" / split
+        return score_labelled_set(build_segmenter(TA).eval(), dataset, masks, VARIANTS,
                                   layout=sliding_windows(400, 2048, 512, 256), scale=scale)
 
     def stage_fusion_select(self, record: list) -> dict:
@@ -360,6 +379,23 @@ class Evidence:
                                          "uncertain": best.uncertain},
                 "rule": "among the CTCF variants, the highest pseudo-label mIoU on the aachen validation "
                         "panoramas"}
+
+    def stage_sam_points(self, record: list) -> dict:
+        """The paper's 32x32 SAM point grid against the 16x16 of every other stage, on the pseudo-labels:
+        masks of the validation and evaluation panoramas at 32x32 (``masks_32``), then every fusion
+        variant scored as in ``fusion_select`` / ``fusion_eval`` (TA at the chosen scale). The grid is
+        chosen on validation (the chosen variant's pseudo-label mIoU); frankfurt is read only."""
+        masks = {split: self.compute_masks(split, record, PAPER_POINTS) for split in ("val", "eval")}
+        start = time.perf_counter()
+        scale = self.state["scale_sweep"]["chosen"]
+        rows = {split: self.score_pseudo_labels(split, scale, masks[split]) for split in ("val", "eval")}
+        record.append({"command": f"python benchmarks/evidence.py --only sam_points (TA scale {scale})",
+                       "seconds": round(time.perf_counter() - start, 1), "rc": 0})
+        variant = self.state["fusion_select"]["chosen"]["name"]
+        at16 = self.state["fusion_select"]["rows"][variant]["miou"]
+        chosen = PAPER_POINTS if rows["val"][variant]["miou"] > at16 else POINTS
+        return {"points": PAPER_POINTS, "rows": rows, "variant": variant, "chosen": chosen,
+                "rule": f"the grid whose '{variant}' pseudo-labels score higher on aachen validation"}
 
     def stage_fusion_eval(self, record: list) -> dict:
         start = time.perf_counter()
@@ -423,8 +459,9 @@ class Evidence:
         aachen panoramas."""
         work = self.work
         val = work / "proxy" / "val"
+        masks = self.masks_dir("train", int(override_values(overrides)["sam.settings.points_per_side"]))
         args = [*TORCHRUN, f"--nproc_per_node={processes}", "-m", "goodsam.cli", "train", "--config", CONFIG,
-                "--data", str(work / "proxy" / "train" / "images"), "--masks", str(work / "masks" / "train"),
+                "--data", str(work / "proxy" / "train" / "images"), "--masks", str(masks),
                 "--out", str(out), "--steps", str(steps), "--resume", "--no-progress",
                 "--val-images", str(val / "images"), "--val-labels", str(val / "labels"),
                 "--val-label-pattern", PATTERN, "--val-every", str(val_every)]
@@ -468,6 +505,9 @@ class Evidence:
         settings = override_values(overrides)
         steps = int(settings["optim.decay_steps"])  # the run's horizon
         out = self.work / "runs" / name
+        points = int(settings["sam.settings.points_per_side"])
+        if points != POINTS:  # the training panoramas' masks at this run's grid first (resumable)
+            self.compute_masks("train", record, points)
         processes = 1 if name in ONE_PROCESS else 2
         self.run(self.train_args(out, steps, max(steps // 6, 1), overrides, processes),
                  self.work / "logs" / f"run_{name}.log", record, threads=3 - processes)

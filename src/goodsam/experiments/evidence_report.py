@@ -354,6 +354,35 @@ def _form_square_lines(data: dict, state: dict) -> list[str]:
     return lines
 
 
+def _sam_points_lines(state: dict, root: Path) -> list[str]:
+    """Section 3b: every fusion variant's pseudo-labels with 16x16 SAM points (section 3) against the
+    paper's 32x32 (the ``sam_points`` stage), or nothing when that stage has not run."""
+    stage = state.get("sam_points")
+    if not stage:
+        return []
+    at16 = {"val": state.get("fusion_select", {}).get("rows", {}),
+            "eval": state.get("fusion_eval", {}).get("rows", {})}
+    at32 = stage["rows"]
+    lines = ["### 3b. SAM point grid: 16x16 against the paper's 32x32 (pseudo-labels, TA at the chosen "
+             "scale)",
+             "", "| variant | val mIoU 16 → 32 | val own 16 → 32 | proxy mIoU 16 → 32 | proxy own 16 → 32 | "
+             "proxy labelled 16 → 32 |", "|---|---|---|---|---|---|"]
+    for name, row in at32["val"].items():
+        a, b = at16["val"].get(name, {}), at16["eval"].get(name, {})
+        ev = at32["eval"].get(name, {})
+        lines.append(f"| {name} | {_f(a.get('miou'))} → {_f(row['miou'])} | {_f(a.get('miou_own'))} → "
+                     f"{_f(row['miou_own'])} | {_f(b.get('miou'))} → {_f(ev.get('miou'))} | "
+                     f"{_f(b.get('miou_own'))} → {_f(ev.get('miou_own'))} | {_f(b.get('labelled'))} → "
+                     f"{_f(ev.get('labelled'))} % |")
+    masks = [item for item in stage.get("commands", []) if " masks " in item["command"]]
+    mask_wall = sum(item["seconds"] for item in masks) / 2  # two shards side by side
+    command, seconds = _command(stage, "--only sam_points", root)
+    return lines + ["", f"Chosen grid: **{stage['chosen']}x{stage['chosen']}** — rule: {stage['rule']}. "
+                    f"Masks at 32x32 for the validation and evaluation panoramas: {_wall(mask_wall)} on the "
+                    f"two cores (`goodsam masks … --points-per-side {stage['points']}`); scoring: "
+                    f"`{command}`, {_wall(seconds)}.", ""]
+
+
 def write_report(docs: Path, state: dict, root: Path) -> Path:
     """Write ``docs/results.md``, ``docs/results.json`` and the curves of the stage results ``state``
     (``docs/results_notes.md`` appended); commands are shown relative to the checkout ``root``."""
@@ -423,6 +452,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     chosen = state.get("fusion_select", {})
     lines += ["", f"Chosen: **{chosen.get('chosen', {}).get('name', 'not run')}** — rule: "
               f"{chosen.get('rule', '')}.", ""]
+    lines += _sam_points_lines(state, root)
     lines += ["## 4. Training runs (student terms; targets from the frozen TA at the chosen scale)", "",
               "| run | loss terms and fusion | student scale | steps | train wall | proxy | CVRG | "
               "val (first → last) |", "|---|---|---|---|---|---|---|---|"]
