@@ -62,8 +62,10 @@ LARGER_STUDENT_RUN = "full_student_s1.0"  # the full run with the next zoo stude
 # validation mIoU chooses the corner; ``full_long`` is the ``full`` corner at four times the schedule.
 FORM_SQUARE = {"full": ("safeguards", "disagreement"), "full_paper_fusion": ("paper CTCF", "disagreement"),
                "full_paper_boundary": ("safeguards", "paper"), "full_paper": ("paper CTCF", "paper")}
-# a run at another schedule or student input scale -> the corner (losses and fusion) it belongs to
-CORNER_OF = {"full_long": "full", "full_paper_boundary_student_scale3": "full_paper_boundary"}
+# a run at another schedule, student input scale or SAM grid -> the corner (losses and fusion) it belongs to
+CORNER_OF = {"full_long": "full", "full_paper_boundary_student_scale3": "full_paper_boundary",
+             "full_paper_boundary_points32": "full_paper_boundary"}
+POINTS_RUN = "full_paper_boundary_points32"  # the corner with the paper's 32x32 SAM grid (others: 16x16)
 HEADLINE_RUNS = (*FORM_SQUARE, *CORNER_OF)
 # The component runs at each corner: (the eq. 4 + 5 run with the corner's fusion, the corner with SSA).
 COMPONENTS_AT = {"full": ("eq45", "full_ssa"),
@@ -239,6 +241,8 @@ def acceptance_lines(data: dict, state: dict) -> list[str]:
     pairs = [(f"eq. 5{at}", eq45, "eq4"), (f"eq. 7{at}", corner, eq45), (f"CTCF over SSA{at}", corner, ssa)]
     if corner != "full":  # the same components at the safeguarded corner, measured before the choice
         pairs += [("eq. 5", "eq45", "eq4"), ("eq. 7", "full", "eq45"), ("CTCF over SSA", "full", "full_ssa")]
+    pairs.append(("the paper's 32x32 SAM grid over 16x16 at `full_paper_boundary`", POINTS_RUN,
+                  "full_paper_boundary"))
     pairs += [("fusion safeguards over paper CTCF", "full", "full_paper_fusion"),
              ("boundary safeguard over paper form", "full", "full_paper_boundary")]
     for label, with_it, without in pairs:
@@ -349,8 +353,8 @@ def _form_square_lines(data: dict, state: dict) -> list[str]:
     lines += ["", f"Chosen: **{fusion}, boundary form `{boundary}`** (`{corner}`); the headline \"student "
               f"after\" is `{headline}` — rule: the eq. 4 + 5 + 7 run with the highest final "
               "aachen-validation mIoU of the trained student, over these corners and the runs of "
-              "a corner at another schedule or student scale (" + ", ".join(f"`{n}`" for n in CORNER_OF)
-              + ")."]
+              "a corner at another schedule, student scale or SAM grid ("
+              + ", ".join(f"`{n}`" for n in CORNER_OF) + ")."]
     return lines
 
 
@@ -365,15 +369,19 @@ def _sam_points_lines(state: dict, root: Path) -> list[str]:
     at32 = stage["rows"]
     lines = ["### 3b. SAM point grid: 16x16 against the paper's 32x32 (pseudo-labels, TA at the chosen "
              "scale)",
-             "", "| variant | val mIoU 16 → 32 | val own 16 → 32 | proxy mIoU 16 → 32 | proxy own 16 → 32 | "
-             "proxy labelled 16 → 32 |", "|---|---|---|---|---|---|"]
+             "", "Cells: 16x16 → 32x32; own (TA) = the variant and the TA on the pixels the variant decides.",
+             "", "| variant | val mIoU | val own (TA) | proxy mIoU | proxy own (TA) | proxy labelled |",
+             "|---|---|---|---|---|---|"]
+
+    def own(row: dict) -> str:
+        return f"{_f(row.get('miou_own'))} ({_f(row.get('ta_miou_own'))})"
+
     for name, row in at32["val"].items():
         a, b = at16["val"].get(name, {}), at16["eval"].get(name, {})
         ev = at32["eval"].get(name, {})
-        lines.append(f"| {name} | {_f(a.get('miou'))} → {_f(row['miou'])} | {_f(a.get('miou_own'))} → "
-                     f"{_f(row['miou_own'])} | {_f(b.get('miou'))} → {_f(ev.get('miou'))} | "
-                     f"{_f(b.get('miou_own'))} → {_f(ev.get('miou_own'))} | {_f(b.get('labelled'))} → "
-                     f"{_f(ev.get('labelled'))} % |")
+        lines.append(f"| {name} | {_f(a.get('miou'))} → {_f(row['miou'])} | {own(a)} → {own(row)} | "
+                     f"{_f(b.get('miou'))} → {_f(ev.get('miou'))} | {own(b)} → {own(ev)} | "
+                     f"{_f(b.get('labelled'))} → {_f(ev.get('labelled'))} % |")
     masks = [item for item in stage.get("commands", []) if " masks " in item["command"]]
     mask_wall = sum(item["seconds"] for item in masks) / 2  # two shards side by side
     command, seconds = _command(stage, "--only sam_points", root)
