@@ -310,11 +310,10 @@ class Evidence:
         """``goodsam masks`` on one proxy split (two shards side by side; resumable), into
         :meth:`masks_dir`."""
         out = self.masks_dir(split, points)
-        suffix = "" if points == POINTS else f"_{points}"
         self.parallel([[*GOODSAM, "masks", str(self.work / "proxy" / split / "images"), "--out", str(out),
                         "--config", CONFIG, "--points-per-side", str(points), "--height", "400", "--width",
                         "2048", "--shard", f"{k}/2"] for k in range(2)],
-                      self.work / "logs" / f"masks{suffix}_{split}", record)
+                      self.work / "logs" / f"{out.parent.name}_{split}", record)
         return out
 
     def stage_masks(self, record: list) -> dict:
@@ -363,7 +362,7 @@ class Evidence:
         SAM masks in ``masks`` (default: the 16x16-point masks of the ``masks`` stage)."""
         folder = self.work / "proxy" / split
         dataset = open_labelled_set(images=folder / "images", labels=folder / "labels", label_pattern=PATTERN)
-        masks = masks or self.work / "masks" / split
+        masks = masks or self.masks_dir(split)
         return score_labelled_set(build_segmenter(TA).eval(), dataset, masks, VARIANTS,
                                   layout=sliding_windows(400, 2048, 512, 256), scale=scale)
 

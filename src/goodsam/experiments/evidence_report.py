@@ -63,9 +63,9 @@ LARGER_STUDENT_RUN = "full_student_s1.0"  # the full run with the next zoo stude
 FORM_SQUARE = {"full": ("safeguards", "disagreement"), "full_paper_fusion": ("paper CTCF", "disagreement"),
                "full_paper_boundary": ("safeguards", "paper"), "full_paper": ("paper CTCF", "paper")}
 # a run at another schedule, student input scale or SAM grid -> the corner (losses and fusion) it belongs to
-CORNER_OF = {"full_long": "full", "full_paper_boundary_student_scale3": "full_paper_boundary",
-             "full_paper_boundary_points32": "full_paper_boundary"}
 POINTS_RUN = "full_paper_boundary_points32"  # the corner with the paper's 32x32 SAM grid (others: 16x16)
+CORNER_OF = {"full_long": "full", "full_paper_boundary_student_scale3": "full_paper_boundary",
+             POINTS_RUN: "full_paper_boundary"}
 HEADLINE_RUNS = (*FORM_SQUARE, *CORNER_OF)
 # The component runs at each corner: (the eq. 4 + 5 run with the corner's fusion, the corner with SSA).
 COMPONENTS_AT = {"full": ("eq45", "full_ssa"),
@@ -385,10 +385,11 @@ def _sam_points_lines(state: dict, root: Path) -> list[str]:
     masks = [item for item in stage.get("commands", []) if " masks " in item["command"]]
     mask_wall = sum(item["seconds"] for item in masks) / 2  # two shards side by side
     command, seconds = _command(stage, "--only sam_points", root)
+    points = stage["points"]
     return lines + ["", f"Chosen grid: **{stage['chosen']}x{stage['chosen']}** — rule: {stage['rule']}. "
-                    f"Masks at 32x32 for the validation and evaluation panoramas: {_wall(mask_wall)} on the "
-                    f"two cores (`goodsam masks … --points-per-side {stage['points']}`); scoring: "
-                    f"`{command}`, {_wall(seconds)}.", ""]
+                    f"Masks at {points}x{points} for the validation and evaluation panoramas: "
+                    f"{_wall(mask_wall)} on the two cores (`goodsam masks … --points-per-side {points}`); "
+                    f"scoring: `{command}`, {_wall(seconds)}.", ""]
 
 
 def write_report(docs: Path, state: dict, root: Path) -> Path:
