@@ -122,6 +122,18 @@ def test_long_oracle_is_reported_against_the_long_full_run(tmp_path: Path) -> No
     assert json.loads((tmp_path / "results.json").read_text())["runs"]["oracle_eq4_long"]["proxy"] == 33.0
 
 
+def test_the_scale3_oracle_is_reported_at_its_scale_against_the_scale3_run(tmp_path: Path) -> None:
+    name = "full_paper_boundary_student_scale3"
+    state = {**_state(), f"run_{name}": _run("full, student scale 3", 33.2, 52.1, 44.6, name=name,
+                                             student_scale="3"),
+             "oracle_scale3": _run("oracle, student at scale 3", 35.0, 50.0, 46.0, name="oracle_eq4_scale3",
+                                   student_scale="3")}
+    text = write_report(tmp_path, state, tmp_path).read_text()
+    assert "| student after: oracle, student at scale 3 | whole, scale 3 | 35.0 | 50.0 |" in text
+    assert "(`oracle_eq4_scale3`; same student, scale 3, learning rate; the run beside it adds" in text
+    assert f"against 38.0 → 44.6 for `{name}` on the TA's targets" in text
+
+
 def test_a_run_with_another_student_shows_that_student_before_training(tmp_path: Path) -> None:
     run = _run("full, student s1.0", 33.5, 55.0, 41.0, name="full_student_s1.0",
                results={"proxy/student_before_full_student_s1.0": _scores(30.1),
@@ -233,6 +245,8 @@ def test_a_one_process_run_trains_in_one_process_with_both_threads(tmp_path: Pat
     """The runs in ``ONE_PROCESS`` (too large for two training processes in this machine's memory) launch
     ``torchrun --nproc_per_node=1`` with two threads; the others two processes of one thread each."""
     launched: list[tuple[str, int]] = []
+    masked: list[str] = []
+    settings: list[dict[str, str]] = []
 
     def fake_run(self, args: list[str], log: Path, record: list, threads: int = 1) -> float:
         out = Path(args[args.index("--out") + 1])
@@ -240,9 +254,13 @@ def test_a_one_process_run_trains_in_one_process_with_both_threads(tmp_path: Pat
         for name in ("metrics.jsonl", "validation.jsonl"):
             (out / name).write_text("")
         launched.append((next(a for a in args if a.startswith("--nproc_per_node=")), threads))
+        settings.append(dict(args[k + 1].split("=", 1) for k, a in enumerate(args) if a == "--set"))
         return 0.0
 
     monkeypatch.setattr(Evidence, "run", fake_run)
+    # every run first fills its mask cache at its grid (resumable: nothing to do in a full work folder)
+    monkeypatch.setattr(Evidence, "compute_masks",
+                        lambda self, split, record, points=16: masked.append((split, points)))
     scored: list[list[str]] = []
     monkeypatch.setattr(Evidence, "run_evals",
                         lambda self, jobs, name, record: scored.append([job[0] for job in jobs]) or {})
@@ -250,13 +268,20 @@ def test_a_one_process_run_trains_in_one_process_with_both_threads(tmp_path: Pat
     work.state = {"lr_select": {"chosen": "2e-4"}, "scale_sweep": {"chosen": "3"},
                   "student_scale": {"chosen": "2"},
                   "fusion_select": {"chosen": {"ta_confidence": 0.7, "uncertain": "ta"}}}
-    (big,) = ONE_PROCESS
+    big = "full_paper_boundary_student_scale3"
+    assert {big, "oracle_eq4_scale3"} == ONE_PROCESS
     assert work.stage_run([], big)["student_scale"] == "3"
     work.stage_run([], "full")
-    assert launched == [("--nproc_per_node=1", 2), ("--nproc_per_node=2", 1)]
+    oracle = work.stage_oracle_scale3([])
+    assert launched == [("--nproc_per_node=1", 2), ("--nproc_per_node=2", 1), ("--nproc_per_node=1", 2)]
+    assert masked == [("train", 16)] * 3
     # the run at scale 3 scores the untrained student at scale 3 too (no earlier stage did); full does not
     assert f"proxy/student_before_{big}" in scored[0] and f"cvrg/student_before_{big}" in scored[0]
     assert scored[1] == ["proxy/student_full", "cvrg/student_full"]
+    # the oracle at scale 3: eq. 4 only on the ground-truth targets, the student at scale 3
+    assert settings[2]["student.scale"] == "3" and settings[2]["loss.eq5_student_ensemble"] == "0"
+    assert settings[2]["train.target_cache"].endswith("targets_oracle") and oracle["student_scale"] == "3"
+    assert oracle["what"].endswith(", student at scale 3")
 
 
 def test_a_headline_at_its_own_scale_is_compared_with_its_own_untrained_student() -> None:

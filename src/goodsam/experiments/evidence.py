@@ -40,6 +40,7 @@ from goodsam.assets import find_asset
 from goodsam.evaluation import open_labelled_set
 from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_set
 from goodsam.experiments.evidence_report import (
+    ORACLE_STAGES,
     REPEAT_SEED,
     SEED_REPEATS,
     headline_run,
@@ -132,14 +133,14 @@ assert set(SEED_REPEATS) <= set(RUNS)
 # Runs trained by one process with two threads instead of two processes with one thread each: the same
 # optimiser steps (a process accumulates the gradients of its share of each batch), half the memory. Two
 # processes with the student at scale 3 need about 2 x 12 GB, past this machine's 24 GiB (OOM-killed twice).
-ONE_PROCESS = {"full_paper_boundary_student_scale3"}
-assert set(RUNS) >= ONE_PROCESS
+ONE_PROCESS = {"full_paper_boundary_student_scale3", "oracle_eq4_scale3"}
+assert {*RUNS, *ORACLE_STAGES.values()} >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "sam_points", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa",
           "run_full_paper_fusion", "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1",
           "run_full_long", "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1",
           "run_full_paper", "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa",
-          "run_full_paper_boundary_points32", "student_before_scales", "overlays", "report")
+          "run_full_paper_boundary_points32", "student_before_scales", "oracle_scale3", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -505,8 +506,8 @@ class Evidence:
         steps = int(settings["optim.decay_steps"])  # the run's horizon
         out = self.work / "runs" / name
         points = int(settings["sam.settings.points_per_side"])
-        if points != POINTS:  # the training panoramas' masks at this run's grid first (resumable)
-            self.compute_masks("train", record, points)
+        self.compute_masks("train", record, points)  # the training panoramas' masks at the run's grid
+        # first (resumable: nothing is done when a work folder has them)
         processes = 1 if name in ONE_PROCESS else 2
         self.run(self.train_args(out, steps, max(steps // 6, 1), overrides, processes),
                  self.work / "logs" / f"run_{name}.log", record, threads=3 - processes)
@@ -561,25 +562,33 @@ class Evidence:
                        "seconds": round(time.perf_counter() - start, 1), "rc": 0})
         return {"files": written, "student_run": headline}
 
-    def oracle_run(self, name: str, steps: int, record: list) -> dict:
+    def oracle_run(self, name: str, steps: int, record: list, scale: str | None = None) -> dict:
         """Diagnosis (training side): the eq. 4-only run again, its targets the aachen *ground truth* of
         the training panoramas wherever it is labelled (the frozen TA's logits elsewhere). Same student,
-        scale and learning rate, ``steps`` long: how far perfect targets take this student in that
-        schedule, against how far the TA's take it (``run_eq4`` / ``run_full_long``)."""
+        learning rate and input scale (``scale``, default the chosen one), ``steps`` long: how far perfect
+        targets take this student in that schedule, against how far the TA's take it."""
         work = self.work
         oracle_cache = write_oracle_targets(work / "targets", work / "proxy", work / "targets_oracle")
+        scale = scale or self.student_scale
         overrides = [*self.base_overrides(False), *RUNS["eq4"][0], f"train.target_cache={oracle_cache}",
-                     *([f"optim.decay_steps={steps}"] if steps != self.steps else [])]
+                     *([f"optim.decay_steps={steps}"] if steps != self.steps else []),
+                     *([f"student.scale={scale}"] if scale != self.student_scale else [])]
         what = "eq. 4 only, targets = aachen ground truth where labelled (diagnosis)"
-        what = what if steps == self.steps else f"{what}, {steps} steps"
-        return self.train_and_score(name, overrides, what, self.student_scale, record)
+        what += "".join([f", {steps} steps"] * (steps != self.steps)
+                        + [f", student at scale {scale}"] * (scale != self.student_scale))
+        return self.train_and_score(name, overrides, what, scale, record)
 
     def stage_oracle(self, record: list) -> dict:
-        return self.oracle_run("oracle_eq4", self.steps, record)
+        return self.oracle_run(ORACLE_STAGES["oracle"], self.steps, record)
 
     def stage_oracle_long(self, record: list) -> dict:
         """The oracle at the ``full_long`` schedule: the student's ceiling with perfect targets there."""
-        return self.oracle_run("oracle_eq4_long", LONG_STEPS, record)
+        return self.oracle_run(ORACLE_STAGES["oracle_long"], LONG_STEPS, record)
+
+    def stage_oracle_scale3(self, record: list) -> dict:
+        """The oracle with the student at scale 3 (the headline's input scale): whether perfect targets
+        would take this student at that pixel density to the TA's sliding windows."""
+        return self.oracle_run(ORACLE_STAGES["oracle_scale3"], self.steps, record, scale="3")
 
     # ---------------------------------------------------------------------------------------- driver
     def load_records(self) -> dict[str, dict]:

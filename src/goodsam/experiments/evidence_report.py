@@ -54,7 +54,16 @@ def _oracles(state: dict) -> dict[str, dict]:
     return {name: state[stage] for stage, name in ORACLE_STAGES.items() if state.get(stage)}
 
 
-ORACLE_STAGES = {"oracle": "oracle_eq4", "oracle_long": "oracle_eq4_long"}  # stage -> its run's name
+ORACLE_STAGES = {"oracle": "oracle_eq4", "oracle_long": "oracle_eq4_long",  # stage -> its run's name
+                 "oracle_scale3": "oracle_eq4_scale3"}
+# oracle run -> (the run on the TA's targets it is read against, what the two share)
+ORACLE_AGAINST = {
+    "oracle_eq4": ("eq4", "same student, scale, learning rate"),
+    "oracle_eq4_long": ("full_long", "same student, scale, learning rate"),
+    "oracle_eq4_scale3": ("full_paper_boundary_student_scale3",
+                          "same student, scale 3, learning rate; the run beside it adds eq. 5 and 7, which "
+                          "change nothing measurable at scale 2"),
+}
 TA_RUN = "ta_adapt_scale1"  # the run in which the TA adapts (eq. 6 + 1 + 2)
 LARGER_STUDENT_RUN = "full_student_s1.0"  # the full run with the next zoo student (ESPNetv2-s1.0)
 # The eq. 4 + 5 + 7 runs at the four corners of fusion (chosen safeguards / paper CTCF) x boundary form
@@ -442,7 +451,8 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
             rows.append((f"TA after: {run['what']}", f"windows, scale {run['ta_scale']}", f"ta_{name}",
                          run["results"], run))
     for name, run in oracles.items():
-        rows.append((f"student after: {run['what']}", f"whole, scale {student_stage.get('chosen')}",
+        rows.append((f"student after: {run['what']}",
+                     f"whole, scale {run.get('student_scale', student_stage.get('chosen'))}",
                      f"student_{name}", run["results"], run))
     for label, mode, key, results, stage in rows:
         command, seconds = _command(stage, f"/{key} ", root)
@@ -485,11 +495,11 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
                   + ", ".join(f"{k}: {_f(v['final'])}" for k, v in lr["scores"].items())
                   + f" -> **{lr['chosen']}** ({_wall(lr['seconds'])} for all runs)."]
     lines += _seed_lines(data)
-    for name, against in (("oracle_eq4", "eq4"), ("oracle_eq4_long", "full_long")):
+    for name, (against, same) in ORACLE_AGAINST.items():
         if name in oracles and runs.get(against):
             ours, theirs = oracles[name]["validation"], runs[against]["validation"]
             lines += ["", "Diagnosis (training side): the eq. 4-only run with the aachen ground truth as "
-                      f"its targets wherever labelled (`{name}`; same student, scale, learning rate, "
+                      f"its targets wherever labelled (`{name}`; {same}, "
                       f"{oracles[name]['steps']} steps) goes {_f(ours[0]['student'])} → "
                       f"{_f(ours[-1]['student'])} on aachen validation, against {_f(theirs[0]['student'])} → "
                       f"{_f(theirs[-1]['student'])} for `{against}` on the TA's targets "
