@@ -275,13 +275,18 @@ def test_a_one_process_run_trains_in_one_process_with_both_threads(tmp_path: Pat
     oracle = work.stage_oracle_scale3([])
     assert launched == [("--nproc_per_node=1", 2), ("--nproc_per_node=2", 1), ("--nproc_per_node=1", 2)]
     assert masked == [("train", 16)] * 3
-    # the run at scale 3 scores the untrained student at scale 3 too (no earlier stage did); full does not
-    assert f"proxy/student_before_{big}" in scored[0] and f"cvrg/student_before_{big}" in scored[0]
+    # the untrained student at a candidate scale is student_before_scales' to score, not the run's
+    assert scored[0] == [f"proxy/student_{big}", f"cvrg/student_{big}"]
     assert scored[1] == ["proxy/student_full", "cvrg/student_full"]
     # the oracle at scale 3: eq. 4 only on the ground-truth targets, the student at scale 3
     assert settings[2]["student.scale"] == "3" and settings[2]["loss.eq5_student_ensemble"] == "0"
     assert settings[2]["train.target_cache"].endswith("targets_oracle") and oracle["student_scale"] == "3"
     assert oracle["what"].endswith(", student at scale 3")
+    # a scale outside the candidates: the run scores its untrained student at that scale itself
+    full_overrides = [f"{k}={v}" for k, v in settings[1].items()]
+    work.train_and_score("odd", [*full_overrides, "student.scale=4"], "full at scale 4", "4", [])
+    assert scored[-1] == ["proxy/student_odd", "cvrg/student_odd", "proxy/student_before_odd",
+                          "cvrg/student_before_odd"]
 
 
 def test_a_headline_at_its_own_scale_is_compared_with_its_own_untrained_student() -> None:

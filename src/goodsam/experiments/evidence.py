@@ -512,10 +512,11 @@ class Evidence:
         self.run(self.train_args(out, steps, max(steps // 6, 1), overrides, processes),
                  self.work / "logs" / f"run_{name}.log", record, threads=3 - processes)
         jobs = self.eval_jobs(f"student_{name}", str(out / "student"), windows=False, scale=scale)
-        # another student, or the student at a scale neither eval_before (1) nor student_scale (the chosen)
-        # scored it at: it untrained too, so that "before" and "after" share the inference mode
+        # another student, or a scale outside the candidates (eval_before, student_scale and
+        # student_before_scales score the untrained student at every candidate scale): it untrained too,
+        # so that "before" and "after" share the inference mode
         student = settings.get("student.architecture", STUDENT)
-        if student != STUDENT or scale not in ("1", self.student_scale):
+        if student != STUDENT or scale not in SCALES:
             jobs += self.eval_jobs(f"student_before_{name}", student, windows=False, scale=scale)
         ta_scale = None
         if settings.get("loss.eq6_ta_ensemble") != "0":  # the TA adapted: the TA after, windows at its scale
