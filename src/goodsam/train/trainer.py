@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from goodsam.devices import auto_device
+from goodsam.devices import auto_device, keep_freed_memory
 from goodsam.errors import ConfigError
 from goodsam.fileio import atomic_write_text
 from goodsam.mka.losses import TA_TERMS, LossWeights, PanoramaTargets, panorama_losses, panorama_targets
@@ -156,6 +156,8 @@ class Trainer:
                                            config.data.width)
         self.info = current()
         self.device = auto_device(device, self.info.local_rank)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults for every activation of every step
         self.run_dir = Path(run_dir)
         self.layout = make_layout(config)
         self.weights = config.loss
