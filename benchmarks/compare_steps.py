@@ -10,8 +10,10 @@ has :class:`goodsam.profiling.StageTimer`; the first step, which loads the data,
     OMP_NUM_THREADS=1 python benchmarks/compare_steps.py --before /tmp/before --after . --steps 5
     # more trees, each compared with --before:  --also hook=/tmp/hook
 
-Each worker hands its freed memory back to the OS after every step (``malloc_trim``), so the idle
-tree does not hold a step's activations while the other runs.
+A worker whose tree does not keep freed memory for reuse (``goodsam.devices.keep_freed_memory``, which
+the Trainer turns on for CPU training) hands it back to the OS after every step (``malloc_trim``), so
+the idle tree does not hold a step's activations while the other runs; a tree that keeps it is measured
+as it runs (trimming would undo what it keeps).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def worker(args: argparse.Namespace) -> int:
         timer = trainer.timer = StageTimer()
     except ImportError:  # a tree from before the profiling hook: total times only
         pass
-    print(json.dumps({"ready": str(Path(goodsam.__file__).parent)}), flush=True)
+    kept = _keeps_freed_memory()
+    print(json.dumps({"ready": f"{Path(goodsam.__file__).parent} (freed memory kept: {kept})"}), flush=True)
     for line in sys.stdin:
         step = int(line)
         if timer is not None:
@@ -63,9 +66,19 @@ def worker(args: argparse.Namespace) -> int:
         stages["total"] = total
         print(json.dumps({"scalars": scalars, "stages": stages}), flush=True)
         gc.collect()
-        _trim_heap()  # hand freed activations back to the OS while the other tree runs
+        if not kept:
+            _trim_heap()  # hand freed activations back to the OS while the other tree runs
     trainer.close()
     return 0
+
+
+def _keeps_freed_memory() -> bool:
+    """Whether this worker's tree keeps freed memory for reuse (trees before it: no)."""
+    try:
+        from goodsam.devices import keep_freed_memory
+    except ImportError:
+        return False
+    return keep_freed_memory()
 
 
 def _trim_heap() -> None:
