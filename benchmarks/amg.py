@@ -11,8 +11,12 @@ With ``--encoder-batch N`` it also times the image encoder one image per call ag
 windows and their overlap-sized 400x256 centres, as a panorama's masks batch them) and checks that the
 features are identical.
 
+``--keep-freed-memory`` runs the whole process (both generators) with freed memory kept for reuse, as
+``goodsam masks`` and training run on the CPU (:func:`goodsam.devices.keep_freed_memory`); without it
+both run with the C library's default, as segment-anything runs in a user's process.
+
     python benchmarks/amg.py [--points-per-side 32] [--windows 2] [--threads 2] [--device cpu]
-                             [--encoder-batch N]
+                             [--encoder-batch N] [--keep-freed-memory]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 
 import torch
 
+from goodsam.devices import keep_freed_memory
 from goodsam.experiments.amg import (
     ReferenceStageTimer,
     compare_generators,
@@ -43,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="mobile_sam")
     parser.add_argument("--encoder-batch", type=int, default=0, help="Also time N images per encoder call.")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="keep freed memory for reuse in this process (both generators)")
     args = parser.parse_args(argv)
+    kept = keep_freed_memory() if args.keep_freed_memory else False
     torch.set_num_threads(args.threads)
     settings = AMGSettings(points_per_side=args.points_per_side)
     windows = load_windows(args.windows)
@@ -55,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         build_mask_generator(args.model, settings=tiny, impl=impl, device=args.device).generate(warm)
     ref_stages = ReferenceStageTimer(reference)
     print(f"{args.model}, {args.points_per_side}x{args.points_per_side} points, {args.threads} thread(s), "
-          f"device {args.device}, {len(windows)} window(s) of 400x512")
+          f"device {args.device}, {len(windows)} window(s) of 400x512, freed memory kept: {kept}")
     rows = []
     for row in compare_generators(reference, fast, windows, args.device):
         rows.append(row)

@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from goodsam import assets
+from goodsam.devices import keep_freed_memory, resolve_device
 from goodsam.errors import AssetError, BatchError, ConfigError, GoodSAMError
 from goodsam.imageio import (
     check_image_size,
@@ -180,6 +181,8 @@ def compute_masks(input_folder: str | os.PathLike, out: str | os.PathLike, *, mo
         pending.append(job)
     if pending and generator is None:  # built only when there is work: a finished run loads no model
         generator = build_generator(model, weights, settings, impl, device)
+    if pending and resolve_device(device).type == "cpu":
+        keep_freed_memory()  # no page faults for each prompt batch's large tensors
     start = time.perf_counter()
     bar = tqdm(pending, desc="SAM masks", unit="image", disable=not progress or not pending)
     for job in bar:
