@@ -13,7 +13,8 @@ has :class:`goodsam.profiling.StageTimer`; the first step, which loads the data,
 A worker whose tree does not keep freed memory for reuse (``goodsam.devices.keep_freed_memory``, which
 the Trainer turns on for CPU training) hands it back to the OS after every step (``malloc_trim``), so
 the idle tree does not hold a step's activations while the other runs; a tree that keeps it is measured
-as it runs (trimming would undo what it keeps).
+as it runs (trimming would undo what it keeps). ``--no-trim``: no tree is trimmed, each runs as it
+would alone (when the trees fit in memory together).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def worker(args: argparse.Namespace) -> int:
         stages["total"] = total
         print(json.dumps({"scalars": scalars, "stages": stages}), flush=True)
         gc.collect()
-        if not kept:
+        if not kept and not args.no_trim:
             _trim_heap()  # hand freed activations back to the OS while the other tree runs
     trainer.close()
     return 0
@@ -91,7 +92,7 @@ def start_worker(tree: Path, args: argparse.Namespace, data: Path, masks: Path,
     env = {**os.environ, "PYTHONPATH": str(tree.resolve() / "src"), "OMP_NUM_THREADS": str(args.threads)}
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--config", args.config,
                "--data", str(data), "--masks", str(masks), "--overrides", json.dumps(overrides),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), *(["--no-trim"] if args.no_trim else [])]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     return process
 
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("outputs/benchmarks/train_step"))
     parser.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
+    parser.add_argument("--no-trim", action="store_true",
+                        help="never hand a tree's freed memory back between its steps")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--masks", help=argparse.SUPPRESS)
