@@ -245,7 +245,7 @@ def test_a_one_process_run_trains_in_one_process_with_both_threads(tmp_path: Pat
     """The runs in ``ONE_PROCESS`` (too large for two training processes in this machine's memory) launch
     ``torchrun --nproc_per_node=1`` with two threads; the others two processes of one thread each."""
     launched: list[tuple[str, int]] = []
-    masked: list[str] = []
+    masked: list[tuple[str, int]] = []
     settings: list[dict[str, str]] = []
 
     def fake_run(self, args: list[str], log: Path, record: list, threads: int = 1) -> float:
