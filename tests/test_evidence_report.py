@@ -142,6 +142,19 @@ def test_a_run_with_another_student_shows_that_student_before_training(tmp_path:
     assert "| student before: full, student s1.0 | whole, scale 2 | 30.1 | 47.0 |" in text
     assert "| student after: full, student s1.0 | whole, scale 2 | 33.5 | 55.0 |" in text
     assert "student, `full_student_s1.0`) vs both bars | >= 31.6 / >= 38.2 | 33.5 | yes / no |" in text
+    assert "(beside: `full_student_s1.0`) CVRG, its student after vs before (same scale) and TA as-is | " \
+           ">= 47.0 and >= " in text
+
+
+def test_the_larger_student_at_scale_3_stands_beside_the_headline_never_as_it(tmp_path: Path) -> None:
+    name = "full_paper_boundary_student_s1.0_scale3"
+    state = {**_state(), f"run_{name}": _run("s1.0 at scale 3", 39.0, 50.0, 60.0, name=name, student_scale="3",
+                                             results={f"proxy/student_before_{name}": _scores(31.0),
+                                                      f"cvrg/student_before_{name}": _scores(40.0)})}
+    text = write_report(tmp_path, state, tmp_path).read_text()
+    assert f"student, `{name}`) vs both bars | >= 31.6 / >= 38.2 | 39.0 | yes / yes |" in text
+    assert "| student before: s1.0 at scale 3 | whole, scale 3 | 31.0 | 40.0 |" in text
+    assert f"student after ({name} run)" not in text  # the highest validation, yet not the headline
 
 
 def test_oracle_targets_put_the_labels_where_known_and_keep_the_ta_elsewhere(tmp_path: Path) -> None:
@@ -269,7 +282,7 @@ def test_a_one_process_run_trains_in_one_process_with_both_threads(tmp_path: Pat
                   "student_scale": {"chosen": "2"},
                   "fusion_select": {"chosen": {"ta_confidence": 0.7, "uncertain": "ta"}}}
     big = "full_paper_boundary_student_scale3"
-    assert {big, "oracle_eq4_scale3"} == ONE_PROCESS
+    assert {big, "oracle_eq4_scale3", "full_paper_boundary_student_s1.0_scale3"} == ONE_PROCESS
     assert work.stage_run([], big)["student_scale"] == "3"
     work.stage_run([], "full")
     oracle = work.stage_oracle_scale3([])

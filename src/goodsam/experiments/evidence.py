@@ -118,6 +118,11 @@ RUNS = {
     # density, so the scale rule gives both the same scale); scored before training too
     "full_student_s1.0": ([*STUDENT_ONLY, "student.architecture=espnetv2-s1.0"],
                           "eq. 4 + 5 + 7 (all safeguards), student ESPNetv2-s1.0 (0.23M parameters)"),
+    # both levers the oracle runs leave, together: the headline run (the chosen corner, student at scale 3)
+    # with the next zoo student (ESPNetv2-s1.0); beside the issue's 0.08M student, never the headline
+    "full_paper_boundary_student_s1.0_scale3": (
+        [*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3", "student.architecture=espnetv2-s1.0"],
+        "eq. 4 + 5 + 7, paper boundary form, student ESPNetv2-s1.0 (0.23M parameters) at scale 3"),
     # the TA's own adaptation (eq. 6 + 1 + 2 on, with the student's terms): TA and student at scale 1,
     # its frozen-TA targets in their own cache (a TA at scale 3 with gradient through seven 1200x1536
     # windows per panorama does not fit this machine's memory and time)
@@ -133,14 +138,16 @@ assert set(SEED_REPEATS) <= set(RUNS)
 # Runs trained by one process with two threads instead of two processes with one thread each: the same
 # optimiser steps (a process accumulates the gradients of its share of each batch), half the memory. Two
 # processes with the student at scale 3 need about 2 x 12 GB, past this machine's 24 GiB (OOM-killed twice).
-ONE_PROCESS = {"full_paper_boundary_student_scale3", "oracle_eq4_scale3"}
+ONE_PROCESS = {"full_paper_boundary_student_scale3", "oracle_eq4_scale3",
+               "full_paper_boundary_student_s1.0_scale3"}
 assert {*RUNS, *ORACLE_STAGES.values()} >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "sam_points", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa",
           "run_full_paper_fusion", "run_ta_adapt_scale1", "run_full_paper_boundary", "run_eq4_scale1",
           "run_full_long", "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1",
           "run_full_paper", "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa",
-          "run_full_paper_boundary_points32", "student_before_scales", "oracle_scale3", "overlays", "report")
+          "run_full_paper_boundary_points32", "student_before_scales", "oracle_scale3",
+          "run_full_paper_boundary_student_s1.0_scale3", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
