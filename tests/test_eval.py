@@ -172,6 +172,9 @@ def test_fusion_scorer_falls_back_to_the_ta() -> None:
     assert rows["SEPL"]["labelled"] == pytest.approx(100 * 2 / 3)
     assert rows["SEPL"]["miou_own"] == pytest.approx(100.0)
     assert rows["SEPL"]["miou"] > rows["TA alone"]["miou"]  # pixel 3 corrected, pixel 1 from the TA
+    # per class on SEPL's own pixels (0 and 3): SEPL right on both; the TA right on 0, wrong (0) on 3
+    assert rows["SEPL"]["per_class_own"][:3] == [100.0, None, 100.0]
+    assert rows["SEPL"]["ta_per_class_own"][:3] == [50.0, None, 0.0]
 
 def test_cityscapes_layout_converts_label_ids(tmp_path: Path) -> None:
     image_dir, label_dir = tmp_path / "leftImg8bit" / "val" / "ulm", tmp_path / "gtFine" / "val" / "ulm"

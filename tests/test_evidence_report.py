@@ -148,9 +148,9 @@ def test_a_run_with_another_student_shows_that_student_before_training(tmp_path:
 
 def test_the_larger_student_at_scale_3_stands_beside_the_headline_never_as_it(tmp_path: Path) -> None:
     name = "full_paper_boundary_student_s1.0_scale3"
-    state = {**_state(), f"run_{name}": _run("s1.0 at scale 3", 39.0, 50.0, 60.0, name=name, student_scale="3",
-                                             results={f"proxy/student_before_{name}": _scores(31.0),
-                                                      f"cvrg/student_before_{name}": _scores(40.0)})}
+    before = {f"proxy/student_before_{name}": _scores(31.0), f"cvrg/student_before_{name}": _scores(40.0)}
+    run = _run("s1.0 at scale 3", 39.0, 50.0, 60.0, name=name, student_scale="3", results=before)
+    state = {**_state(), f"run_{name}": run}
     text = write_report(tmp_path, state, tmp_path).read_text()
     assert f"student, `{name}`) vs both bars | >= 31.6 / >= 38.2 | 39.0 | yes / yes |" in text
     assert "| student before: s1.0 at scale 3 | whole, scale 3 | 31.0 | 40.0 |" in text
@@ -374,3 +374,27 @@ def test_the_sam_point_grid_is_chosen_on_validation(tmp_path: Path, monkeypatch,
     assert result["chosen"] == chosen
     assert all(args[args.index("--points-per-side") + 1] == "32" for args in launched) and len(launched) == 4
     assert scored == [("val", work.work / "masks_32" / "val"), ("eval", work.work / "masks_32" / "eval")]
+
+
+def test_fusion_own_section_shows_the_gap_per_panorama_and_per_class(tmp_path: Path) -> None:
+    variant = "CTCF + both (0.7)"
+
+    def row(own: float, ta: float, road: tuple[float, float]) -> dict:
+        per_class, ta_class = [None] * 19, [None] * 19
+        per_class[0], ta_class[0] = road
+        return {variant: {"miou": 40.0, "miou_own": own, "ta_miou_own": ta, "labelled": 80.0,
+                          "per_class_own": per_class, "ta_per_class_own": ta_class}}
+
+    command = {"command": "python benchmarks/evidence.py --only fusion_own (TA scale 3)", "seconds": 42.0,
+               "rc": 0}
+    stage = {"variant": variant, "seconds": 60.0, "commands": [command],
+             "rows": {"val": {"all": row(50.0, 48.0, (90.0, 88.0)), "a_0": row(52.0, 47.5, (91.0, 88.0))},
+                      "eval": {"all": row(36.1, 37.4, (85.0, 86.5))}}}
+    text = write_report(tmp_path, {**_state(), "fusion_own": stage}, tmp_path).read_text()
+    assert "### 3c. Where 'CTCF + both (0.7)' decides" in text
+    assert "| aachen validation | **all** | 50.0 (48.0) | +2.0 | 80.0 % |" in text
+    assert "| aachen validation | `a_0` | 52.0 (47.5) | +4.5 | 80.0 % |" in text
+    assert "| frankfurt proxy | **all** | 36.1 (37.4) | -1.3 | 80.0 % |" in text
+    assert "| road | 90.0 (88.0) | +2.0 | 85.0 (86.5) | -1.5 |" in text
+    assert "| sidewalk | — (—) |" not in text  # absent in both splits: no row
+    assert json.loads((tmp_path / "results.json").read_text())["fusion_own"]["variant"] == variant

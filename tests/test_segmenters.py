@@ -20,7 +20,7 @@ from goodsam.segmenters import (
     load_state_dict_file,
     to_image_tensor,
 )
-from goodsam.segmenters.espnetv2 import PyramidPool, _adaptive_pool_axis
+from goodsam.segmenters.espnetv2 import Conv2d, PyramidPool, _adaptive_pool_axis
 
 SCALES = ("0.5", "1.0", "1.5", "2.0")
 # parameter counts of the released models (README: 0.08M, 0.23M, 0.47M, 0.79M)
@@ -199,3 +199,30 @@ def test_traced_pyramid_pool_keeps_dynamic_sizes() -> None:
         for height, width in ((13, 27), (3, 61), (40, 9)):
             other = torch.randn(2, 24, height, width)
             assert torch.allclose(traced(other), module(other), atol=1e-5)
+
+
+@pytest.mark.parametrize(("cin", "cout", "kernel", "groups"),
+                         [(50, 10, 3, 10), (128, 48, 3, 16), (32, 48, 3, 16), (32, 16, 1, 4)])
+def test_grouped_conv_fast_paths_match_the_plain_convolution(cin: int, cout: int, kernel: int,
+                                                             groups: int) -> None:
+    """The CPU paths of ``Conv2d`` (grouped 1x1 as a batched product; grouped kxk in channels-last with a
+    gradient) give the convolution's values and gradients, and an NCHW output."""
+    torch.manual_seed(0)
+    conv = Conv2d(cin, cout, kernel, 1, (kernel - 1) // 2, groups=groups, bias=False)
+    x = torch.randn(2, cin, 24, 40, requires_grad=True)
+    out = conv(x)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    x_ref = x.detach().clone().requires_grad_()
+    weight_ref = conv.weight.detach().clone().requires_grad_()
+    expected = F.conv2d(x_ref, weight_ref, None, 1, (kernel - 1) // 2, 1, groups)
+    expected.backward(grad)
+    assert out.is_contiguous() and out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, weight_ref.grad, rtol=1e-5, atol=1e-4)
+    assert conv._channels_last_backward(x) == (kernel != 1 and cin // groups >= 4)
+    with torch.no_grad():  # no gradient: a kxk conv takes the plain NCHW path (inference unchanged)
+        assert not conv._channels_last_backward(x)
+        if kernel != 1:
+            assert torch.equal(conv(x), F.conv2d(x, conv.weight, None, 1, (kernel - 1) // 2, 1, groups))

@@ -4,6 +4,7 @@ with the TA filling in where they do not."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,15 +50,22 @@ class PseudoLabelScorer:
         if method == self.methods[0]:
             self.scored_pixels += int(scored.sum())
 
-    def rows(self) -> dict[str, dict[str, float]]:
-        """Per method: ``miou``, ``pixel_accuracy``, ``labelled``, ``miou_own``, ``ta_miou_own`` (%)."""
+    def rows(self) -> dict[str, dict]:
+        """Per method: ``miou``, ``pixel_accuracy``, ``labelled``, ``miou_own``, ``ta_miou_own`` (%), and
+        ``per_class_own`` / ``ta_per_class_own``: the IoU of each class on the method's own pixels (%,
+        None where the class is absent there)."""
         out = {}
         for method in self.methods:
             full, own, ta = (m[method].compute() for m in (self.full, self.own, self.ta_own))
             out[method] = {"miou": 100 * full.miou, "pixel_accuracy": 100 * full.pixel_accuracy,
                            "labelled": 100 * self.own_pixels[method] / max(self.scored_pixels, 1),
-                           "miou_own": 100 * own.miou, "ta_miou_own": 100 * ta.miou}
+                           "miou_own": 100 * own.miou, "ta_miou_own": 100 * ta.miou,
+                           "per_class_own": _percent(own.iou), "ta_per_class_own": _percent(ta.iou)}
         return out
+
+
+def _percent(iou) -> list[float | None]:
+    return [None if math.isnan(v) else 100 * float(v) for v in iou]
 
 
 @dataclass(frozen=True)
@@ -100,15 +108,26 @@ def score_variants(scorer: PseudoLabelScorer, gt: torch.Tensor, window_logits: t
 
 def score_labelled_set(ta: SegmentationModel, dataset: LabelledSet, masks_dir: str | Path,
                        variants: tuple[FusionVariant, ...], layout: WindowLayout | None = None,
-                       scale: float | str = 1.0) -> dict[str, dict[str, float]]:
+                       scale: float | str = 1.0) -> dict[str, dict]:
     """:meth:`PseudoLabelScorer.rows` of every variant over ``dataset``: the TA's logits of each window
     (input ``scale``) fused with the image's cached SAM masks in ``masks_dir``; ``layout`` defaults to
     the cache's window layout."""
-    scorer = PseudoLabelScorer(tuple(v.name for v in variants))
+    return score_labelled_images(ta, dataset, masks_dir, variants, layout, scale)["all"]
+
+
+def score_labelled_images(ta: SegmentationModel, dataset: LabelledSet, masks_dir: str | Path,
+                          variants: tuple[FusionVariant, ...], layout: WindowLayout | None = None,
+                          scale: float | str = 1.0) -> dict[str, dict[str, dict]]:
+    """As :func:`score_labelled_set`, also per image: ``{"all": rows, <image stem>: rows, ...}``."""
+    names = tuple(v.name for v in variants)
+    scores = {"all": PseudoLabelScorer(names)}
     for sample in dataset.samples:
         image, label = dataset.load(sample)
         masks = load_panorama_masks(cache_path(masks_dir, sample.image))
         grid = layout or masks.layout
         logits = predict_window_logits(ta, image, grid, scale=scale)
-        score_variants(scorer, torch.from_numpy(label.astype("int64")), logits, masks.windows, grid, variants)
-    return scorer.rows()
+        gt = torch.from_numpy(label.astype("int64"))
+        scores[Path(sample.image).stem] = PseudoLabelScorer(names)
+        for scorer in (scores["all"], scores[Path(sample.image).stem]):
+            score_variants(scorer, gt, logits, masks.windows, grid, variants)
+    return {key: scorer.rows() for key, scorer in scores.items()}

@@ -38,7 +38,7 @@ from safetensors import safe_open
 
 from goodsam.assets import find_asset
 from goodsam.evaluation import open_labelled_set
-from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_set
+from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_images
 from goodsam.experiments.evidence_report import (
     ORACLE_STAGES,
     REPEAT_SEED,
@@ -147,7 +147,7 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_full_long", "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1",
           "run_full_paper", "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa",
           "run_full_paper_boundary_points32", "student_before_scales", "oracle_scale3",
-          "run_full_paper_boundary_student_s1.0_scale3", "overlays", "report")
+          "run_full_paper_boundary_student_s1.0_scale3", "fusion_own", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -365,14 +365,16 @@ class Evidence:
                                                                scale=s)]
         return {"scales": scales, "results": self.run_evals(jobs, "student_before_scales", record)}
 
-    def score_pseudo_labels(self, split: str, scale: str, masks: Path | None = None) -> dict:
+    def score_pseudo_labels(self, split: str, scale: str, masks: Path | None = None,
+                            variants: tuple[FusionVariant, ...] = VARIANTS, per_image: bool = False) -> dict:
         """Every variant's pseudo-labels of one proxy split, TA windows at ``scale`` (in-process), with the
-        SAM masks in ``masks`` (default: the 16x16-point masks of the ``masks`` stage)."""
+        SAM masks in ``masks`` (default: the 16x16-point masks of the ``masks`` stage); ``per_image``:
+        ``{"all": rows, <panorama>: rows, ...}`` instead of the rows."""
         folder = self.work / "proxy" / split
         dataset = open_labelled_set(images=folder / "images", labels=folder / "labels", label_pattern=PATTERN)
-        masks = masks or self.masks_dir(split)
-        return score_labelled_set(build_segmenter(TA).eval(), dataset, masks, VARIANTS,
-                                  layout=sliding_windows(400, 2048, 512, 256), scale=scale)
+        scored = score_labelled_images(build_segmenter(TA).eval(), dataset, masks or self.masks_dir(split),
+                                       variants, layout=sliding_windows(400, 2048, 512, 256), scale=scale)
+        return scored if per_image else scored["all"]
 
     def stage_fusion_select(self, record: list) -> dict:
         start = time.perf_counter()
@@ -403,6 +405,21 @@ class Evidence:
         chosen = PAPER_POINTS if rows["val"][variant]["miou"] > at16 else POINTS
         return {"points": PAPER_POINTS, "rows": rows, "variant": variant, "chosen": chosen,
                 "rule": f"the grid whose '{variant}' pseudo-labels score higher on aachen validation"}
+
+    def stage_fusion_own(self, record: list) -> dict:
+        """Diagnosis of the line "CTCF scores higher than the TA on the pixels CTCF decides": the chosen
+        variant and the TA on those pixels, per class and per panorama, on aachen validation and the
+        frankfurt proxy (16x16 masks, TA at the chosen scale). Chooses nothing."""
+        masks = {split: self.compute_masks(split, record) for split in ("val", "eval")}
+        start = time.perf_counter()
+        scale = self.state["scale_sweep"]["chosen"]
+        chosen = self.state["fusion_select"]["chosen"]["name"]
+        variants = tuple(v for v in VARIANTS if v.name == chosen)
+        rows = {split: self.score_pseudo_labels(split, scale, masks[split], variants, per_image=True)
+                for split in ("val", "eval")}
+        record.append({"command": f"python benchmarks/evidence.py --only fusion_own (TA scale {scale})",
+                       "seconds": round(time.perf_counter() - start, 1), "rc": 0})
+        return {"variant": chosen, "rows": rows}
 
     def stage_fusion_eval(self, record: list) -> dict:
         start = time.perf_counter()

@@ -137,7 +137,7 @@ def summary_json(state: dict) -> dict:
     chosen = state.get("fusion_select", {}).get("chosen", {}).get("name", "CTCF (paper)")
     out: dict = {"scale_sweep": state.get("scale_sweep"), "student_scale": state.get("student_scale"),
                  "fusion_select": state.get("fusion_select", {}), "lr_select": state.get("lr_select"),
-                 "fusion_eval": fusion, "runs": {}}
+                 "fusion_eval": fusion, "fusion_own": state.get("fusion_own"), "runs": {}}
     ta_before_key = "ta_windows_s1" if ta_run.get("ta_scale") in ("1", None) else "ta_windows_chosen"
     for split in ("proxy", "cvrg"):
         def score(key: str, results: dict = before, split: str = split):
@@ -411,6 +411,42 @@ def _sam_points_lines(state: dict, root: Path) -> list[str]:
                     f"scoring: `{command}`, {_wall(seconds)}.", ""]
 
 
+def _fusion_own_lines(state: dict, root: Path) -> list[str]:
+    """Section 3c: the chosen variant against the TA on the pixels the variant decides, per panorama and
+    per class, on aachen validation and frankfurt (the ``fusion_own`` stage), or nothing before it ran."""
+    stage = state.get("fusion_own")
+    if not stage:
+        return []
+    variant, rows = stage["variant"], stage["rows"]
+    lines = [f"### 3c. Where '{variant}' decides: per panorama and per class (16x16 masks, TA at the chosen "
+             "scale)", "",
+             "Own = mIoU on the pixels the variant labels itself; the TA on the same pixels in brackets; "
+             "gap = variant - TA. Chooses nothing (a diagnosis of the acceptance line).", "",
+             "| split | panorama | own (TA) | gap | labelled |", "|---|---|---|---|---|"]
+    for split, label in (("val", "aachen validation"), ("eval", "frankfurt proxy")):
+        for image, by_variant in rows.get(split, {}).items():
+            row = by_variant[variant]
+            gap = row["miou_own"] - row["ta_miou_own"]
+            name = "**all**" if image == "all" else f"`{image}`"
+            lines.append(f"| {label} | {name} | {_f(row['miou_own'])} ({_f(row['ta_miou_own'])}) | "
+                         f"{gap:+.1f} | {_f(row['labelled'])} % |")
+    lines += ["", "| class | val own (TA) | val gap | proxy own (TA) | proxy gap |", "|---|---|---|---|---|"]
+    val, ev = (rows.get(split, {}).get("all", {}).get(variant, {}) for split in ("val", "eval"))
+
+    def cell(row: dict, k: int) -> tuple[str, str]:
+        own, ta = (row.get(key, [None] * 19)[k] for key in ("per_class_own", "ta_per_class_own"))
+        gap = "—" if own is None or ta is None else f"{own - ta:+.1f}"
+        return f"{_f(own)} ({_f(ta)})", gap
+
+    for k, name in enumerate(CITYSCAPES_CLASSES):
+        (vo, vg), (eo, eg) = cell(val, k), cell(ev, k)
+        if vg != "—" or eg != "—":
+            lines.append(f"| {name} | {vo} | {vg} | {eo} | {eg} |")
+    command, seconds = _command(stage, "--only fusion_own", root)
+    return lines + ["", f"`{command}`, {_wall(seconds)} (masks of the validation and evaluation panoramas "
+                    "included when they had to be made).", ""]
+
+
 def write_report(docs: Path, state: dict, root: Path) -> Path:
     """Write ``docs/results.md``, ``docs/results.json`` and the curves of the stage results ``state``
     (``docs/results_notes.md`` appended); commands are shown relative to the checkout ``root``."""
@@ -482,6 +518,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     lines += ["", f"Chosen: **{chosen.get('chosen', {}).get('name', 'not run')}** — rule: "
               f"{chosen.get('rule', '')}.", ""]
     lines += _sam_points_lines(state, root)
+    lines += _fusion_own_lines(state, root)
     lines += ["## 4. Training runs (student terms; targets from the frozen TA at the chosen scale)", "",
               "| run | loss terms and fusion | student scale | steps | train wall | proxy | CVRG | "
               "val (first → last) |", "|---|---|---|---|---|---|---|---|"]
