@@ -338,3 +338,37 @@ def test_api_errors(tmp_path: Path, densepass_root: Path) -> None:
     result = evaluate(CodedSegmenter().eval(), labelled, get_class_map("densepass13"))
     paths = write_report(result, tmp_path / "r", "toy")
     assert json.loads(paths["json"].read_text())["miou"] == pytest.approx(HAND_MIOU)
+
+
+def test_pseudo_labels_scored_per_image_add_up_to_the_whole_set(tmp_path: Path) -> None:
+    """``score_labelled_images``: each image's rows are that image scored alone, and ``all`` is the set's
+    (``score_labelled_set``), with a toy TA (class = red / 10) and a hand-made mask cache."""
+    from goodsam.evaluation import LabelledSample, LabelledSet
+    from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_images, score_labelled_set
+    from goodsam.panorama.windows import sliding_windows
+    from goodsam.sam.base import MaskSet
+    from goodsam.sam.cache import PanoramaMasks, cache_path, save_panorama_masks
+
+    ta = CodedSegmenter().eval()
+    layout = sliding_windows(64, 256, 128, 64)
+    rng = np.random.default_rng(0)
+    samples = []
+    for k in range(2):
+        image = save_png(tmp_path / f"p{k}.png", rng.integers(0, 30, (64, 256, 3), dtype=np.uint8))
+        label = rng.integers(0, 3, (64, 256)).astype(np.uint8)
+        label[:8] = 255
+        samples.append(LabelledSample(f"p{k}", image, save_png(tmp_path / f"p{k}_trainIds.png", label)))
+        mask = np.zeros((1, 64, 128), bool)
+        mask[0, :, : 40 + 20 * k] = True  # one SAM mask per window, another size per image
+        window = MaskSet(mask, mask.sum((1, 2)), np.ones(1, np.float32), np.ones(1, np.float32))
+        save_panorama_masks(cache_path(tmp_path / "masks", image), PanoramaMasks(
+            layout, [window] * layout.num_windows, [MaskSet.empty(64, 64)] * (layout.num_windows - 1)))
+    variants = (FusionVariant("TA alone", "ta"), FusionVariant("CTCF", "ctcf"))
+    both = LabelledSet("folder", "x", tuple(samples))
+    scored = score_labelled_images(ta, both, tmp_path / "masks", variants)
+    assert set(scored) == {"all", "p0", "p1"}
+    assert scored["all"] == score_labelled_set(ta, both, tmp_path / "masks", variants)
+    for k, sample in enumerate(samples):
+        alone = score_labelled_set(ta, LabelledSet("folder", "x", (sample,)), tmp_path / "masks", variants)
+        assert scored[f"p{k}"] == alone
+    assert scored["p0"]["CTCF"]["labelled"] != scored["p1"]["CTCF"]["labelled"]
