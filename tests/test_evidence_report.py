@@ -398,3 +398,16 @@ def test_fusion_own_section_shows_the_gap_per_panorama_and_per_class(tmp_path: P
     assert "| road | 90.0 (88.0) | +2.0 | 85.0 (86.5) | -1.5 |" in text
     assert "| sidewalk | — (—) |" not in text  # absent in both splits: no row
     assert json.loads((tmp_path / "results.json").read_text())["fusion_own"]["variant"] == variant
+
+
+def test_split_gap_section_reads_seen_against_unseen_frames(tmp_path: Path) -> None:
+    stage = {"models": ["espnetv2-s2.0", "espnetv2-s0.5"], "seconds": 30.0,
+             "commands": [{"command": "python -m goodsam.cli eval espnetv2-s2.0 --out x/eval/split_gap/a",
+                           "seconds": 20.0, "rc": 0}, {"command": "b", "seconds": 20.0, "rc": 0}],
+             "results": {"val/espnetv2-s2.0": _scores(70.0), "eval/espnetv2-s2.0": _scores(55.5),
+                         "val/espnetv2-s0.5": _scores(60.0)}}
+    text = write_report(tmp_path, {**_state(), "split_gap": stage}, tmp_path).read_text()
+    assert "### 1c. The pretrained models on the pinhole frames" in text
+    assert "| espnetv2-s2.0 | 70.0 | 55.5 | +14.5 |" in text
+    assert "| espnetv2-s0.5 | 60.0 | — | — |" in text
+    assert json.loads((tmp_path / "results.json").read_text())["split_gap"]["models"][0] == "espnetv2-s2.0"

@@ -75,6 +75,7 @@ VARIANTS = (
     FusionVariant("CTCF + both (0.7)", "ctcf", ta_confidence=0.7, uncertain="ta"),
     FusionVariant("SSA + confident TA 0.9", "ssa", ta_confidence=0.9),
 )
+SPLIT_GAP_MODELS = (TA, STUDENT, "espnetv2-s1.0")  # the TA and both students of the runs
 LEARNING_RATES = ("5e-5", "2e-4", "8e-4")  # the config's, a quarter and four times it
 SELECT_STEPS = 20
 LONG_STEPS = 240  # the full_long run: four times the 60-step schedule (about 1 hour on 2 cores)
@@ -147,7 +148,7 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_full_long", "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1",
           "run_full_paper", "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa",
           "run_full_paper_boundary_points32", "student_before_scales", "oracle_scale3",
-          "run_full_paper_boundary_student_s1.0_scale3", "fusion_own", "overlays", "report")
+          "run_full_paper_boundary_student_s1.0_scale3", "fusion_own", "split_gap", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -420,6 +421,19 @@ class Evidence:
         record.append({"command": f"python benchmarks/evidence.py --only fusion_own (TA scale {scale})",
                        "seconds": round(time.perf_counter() - start, 1), "rc": 0})
         return {"variant": chosen, "rows": rows}
+
+    def stage_split_gap(self, record: list) -> dict:
+        """Diagnosis: the pretrained models, whole frame at scale 1, on the pinhole frames behind the
+        validation panoramas (aachen: Cityscapes *train*, which every zoo model was trained on, labels
+        included) and behind the frankfurt proxy (Cityscapes *val*: unseen). Chooses nothing."""
+        jobs = []
+        for model in SPLIT_GAP_MODELS:
+            for split in ("val", "eval"):
+                frames = self.work / "frames" / split
+                out = self.work / "eval" / "split_gap" / f"{model}_{split}"
+                args = eval_args(model, frames / "images", frames / "labels", out, windows=False)
+                jobs.append((f"{split}/{model}", out, args))
+        return {"models": list(SPLIT_GAP_MODELS), "results": self.run_evals(jobs, "split_gap", record)}
 
     def stage_fusion_eval(self, record: list) -> dict:
         start = time.perf_counter()

@@ -137,7 +137,8 @@ def summary_json(state: dict) -> dict:
     chosen = state.get("fusion_select", {}).get("chosen", {}).get("name", "CTCF (paper)")
     out: dict = {"scale_sweep": state.get("scale_sweep"), "student_scale": state.get("student_scale"),
                  "fusion_select": state.get("fusion_select", {}), "lr_select": state.get("lr_select"),
-                 "fusion_eval": fusion, "fusion_own": state.get("fusion_own"), "runs": {}}
+                 "fusion_eval": fusion, "fusion_own": state.get("fusion_own"),
+                 "split_gap": state.get("split_gap"), "runs": {}}
     ta_before_key = "ta_windows_s1" if ta_run.get("ta_scale") in ("1", None) else "ta_windows_chosen"
     for split in ("proxy", "cvrg"):
         def score(key: str, results: dict = before, split: str = split):
@@ -447,6 +448,26 @@ def _fusion_own_lines(state: dict, root: Path) -> list[str]:
                     "included when they had to be made).", ""]
 
 
+def _split_gap_lines(state: dict, root: Path) -> list[str]:
+    """Section 1c: the pretrained models on the pinhole frames of the validation (aachen, Cityscapes
+    train) and evaluation (frankfurt, Cityscapes val) panoramas (the ``split_gap`` stage)."""
+    stage = state.get("split_gap")
+    if not stage:
+        return []
+    lines = ["### 1c. The pretrained models on the pinhole frames: seen (aachen) against unseen (frankfurt)",
+             "", "The aachen frames are from the Cityscapes *train* split, on which every zoo model was "
+             "trained with labels; the frankfurt frames are from *val*. Whole frame (2048x1024), scale 1.",
+             "", "| model | aachen 81-100 (behind validation) | frankfurt (behind the proxy) | gap |",
+             "|---|---|---|---|"]
+    for model in stage["models"]:
+        val, ev = (stage["results"].get(f"{split}/{model}", {}).get("miou") for split in ("val", "eval"))
+        gap = "—" if val is None or ev is None else f"{val - ev:+.1f}"
+        lines.append(f"| {model} | {_f(val)} | {_f(ev)} | {gap} |")
+    seconds = sum(item["seconds"] for item in stage.get("commands", [])) / 2  # two at a time
+    command, _ = _command(stage, "/split_gap/", root)
+    return lines + ["", f"`{command}` and the same for each model and split: {_wall(seconds)} in all.", ""]
+
+
 def write_report(docs: Path, state: dict, root: Path) -> Path:
     """Write ``docs/results.md``, ``docs/results.json`` and the curves of the stage results ``state``
     (``docs/results_notes.md`` appended); commands are shown relative to the checkout ``root``."""
@@ -470,6 +491,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     lines += ["", f"Rule: {sweep.get('rule', 'not run')}. `auto` = 19.74 px/° (Cityscapes at 1024 px) / "
               "5.69 px/° (2048 px over 360°) = 3.47.", ""]
     lines += _student_scale_lines(state.get("student_scale"))
+    lines += _split_gap_lines(state, root)
     lines += ["## 2. Headline (frankfurt proxy, 2 panoramas; CVRG panorama, 7 categories)", "",
               "| model | inference | proxy mIoU | CVRG mIoU | command (proxy) | wall |",
               "|---|---|---|---|---|---|"]
