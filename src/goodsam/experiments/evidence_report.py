@@ -444,8 +444,9 @@ def _fusion_own_lines(state: dict, root: Path) -> list[str]:
         if vg != "—" or eg != "—":
             lines.append(f"| {name} | {vo} | {vg} | {eo} | {eg} |")
     command, seconds = _command(stage, "--only fusion_own", root)
-    return lines + ["", f"`{command}`, {_wall(seconds)} (masks of the validation and evaluation panoramas "
-                    "included when they had to be made).", ""]
+    return lines + ["", f"`{command}`: scoring {_wall(seconds)}, the stage {_wall(stage.get('seconds'))} "
+                    "(with the 16x16 masks of the validation and evaluation panoramas where a work folder "
+                    "lacked them).", ""]
 
 
 def _split_gap_lines(state: dict, root: Path) -> list[str]:
