@@ -16,7 +16,12 @@ from PIL import Image
 
 from goodsam.dar import boundary_disagreement_loss, soft_boundary_map
 from goodsam.dar.fusion import IGNORE_INDEX, ctcf_fusion
-from goodsam.dar.safeguards import apply_safeguards, keep_confident_ta, ta_labels_where_uncertain
+from goodsam.dar.safeguards import (
+    apply_safeguards,
+    keep_confident_ta,
+    keep_ta_classes,
+    ta_labels_where_uncertain,
+)
 from goodsam.errors import ConfigError
 from goodsam.inference import predict_logits
 from goodsam.sam.folder import compute_masks
@@ -139,6 +144,39 @@ def test_uncertain_masks_take_the_ta_labels() -> None:
     assert torch.equal(labels, ta) and torch.equal(weights, fused.weights)
     with pytest.raises(ValueError, match="uncertain"):
         apply_safeguards(fused.labels, fused.weights, logits, uncertain="maybe")
+
+
+def test_ta_classes_keep_a_thin_pole_the_ta_is_unsure_of() -> None:
+    # The pole (class 5) at 0.6 confidence: below keep_confident_ta's 0.9, so only the class rule keeps it.
+    ta = torch.zeros(8, 8, dtype=torch.long)
+    ta[:, 3] = 5
+    ta[:, 5] = 2  # a building column, not a kept class
+    logits = _logits_from(ta, torch.full((8, 8), 0.6))
+    mask = torch.ones(1, 8, 8, dtype=torch.bool)
+    mask[0, :, 7] = False
+    fused = ctcf_fusion(mask, logits)
+    assert (fused.labels[:, :7] == 0).all()  # paper: the mask's road label everywhere
+    assert torch.equal(apply_safeguards(fused.labels, fused.weights, logits, ta_confidence=0.9)[0],
+                       fused.labels)  # unsure pole: the confidence rule does not keep it
+    labels, weights = keep_ta_classes(fused.labels, fused.weights, logits, (5, 6, 7))
+    assert (labels[:, 3] == 5).all() and (weights[:, 3] == 0).all()  # kept, out of E_H
+    assert (labels[:, 5] == 0).all() and (weights[:, 5] == fused.weights[:, 5]).all()  # not a kept class
+    assert (labels[:, 7] == IGNORE_INDEX).all()  # no mask, no label
+    both = apply_safeguards(fused.labels, fused.weights, logits, ta_confidence=0.9, ta_classes=(5, 6, 7))
+    assert torch.equal(both[0], labels) and torch.equal(both[1], weights)
+
+
+def test_ta_classes_config_is_checked_and_reaches_the_targets() -> None:
+    config = load_config("nano-s0.5", ["fusion.ta_classes=[5, 6, 7]"])
+    assert config.fusion.ta_classes == (5, 6, 7)
+    assert load_config("nano-s0.5").fusion.ta_classes is None
+    for bad in ("[5, 5]", "[19]", "pole"):
+        with pytest.raises(ConfigError, match="fusion.ta_classes"):
+            load_config("nano-s0.5", [f"fusion.ta_classes={bad}"])
+    # the default (null) leaves the config hash as it was, so older runs still resume
+    assert load_config("nano-s0.5").hash() == load_config("nano-s0.5", ["fusion.ta_classes=null"]).hash()
+    assert config.hash() != load_config("nano-s0.5").hash()
+    assert "ta_classes:\n  - 5\n  - 6\n  - 7" in config.to_yaml()
 
 
 # ------------------------------------------------------------------------------- boundary safeguard

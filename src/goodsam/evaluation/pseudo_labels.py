@@ -80,6 +80,7 @@ class FusionVariant:
     ta_confidence: float | None = None
     uncertain: str = "paper"
     confident_only: bool = False
+    ta_classes: tuple[int, ...] | None = None
 
 
 def fused_panorama_labels(window_logits: torch.Tensor, window_masks: list, layout: WindowLayout,
@@ -91,7 +92,8 @@ def fused_panorama_labels(window_logits: torch.Tensor, window_masks: list, layou
     for logits, masks in zip(window_logits, window_masks, strict=True):
         fused = fuse(variant.method, masks, logits)
         window, weights = apply_safeguards(fused.labels, fused.weights, logits,
-                                           ta_confidence=variant.ta_confidence, uncertain=variant.uncertain)
+                                           ta_confidence=variant.ta_confidence, uncertain=variant.uncertain,
+                                           ta_classes=variant.ta_classes)
         if variant.confident_only:
             window = torch.where(weights >= 1.0, window, torch.full_like(window, IGNORE_INDEX))
         labels.append(window)

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,9 @@ VARIANTS = (
     FusionVariant("CTCF + both (0.7)", "ctcf", ta_confidence=0.7, uncertain="ta"),
     FusionVariant("SSA + confident TA 0.9", "ssa", ta_confidence=0.9),
 )
+# Cityscapes' "object" category (pole, traffic light, traffic sign): thin objects a 16x16-point SAM mask
+# rarely isolates; the class safeguard (``fusion.ta_classes``) keeps the TA's label on them
+OBJECT_CLASSES = (5, 6, 7)
 SPLIT_GAP_MODELS = (TA, STUDENT, "espnetv2-s1.0")  # the TA and both students of the runs
 LEARNING_RATES = ("5e-5", "2e-4", "8e-4")  # the config's, a quarter and four times it
 SELECT_STEPS = 20
@@ -124,6 +127,12 @@ RUNS = {
     "full_paper_boundary_student_s1.0_scale3": (
         [*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3", "student.architecture=espnetv2-s1.0"],
         "eq. 4 + 5 + 7, paper boundary form, student ESPNetv2-s1.0 (0.23M parameters) at scale 3"),
+    # the class safeguard (the TA keeps pole, light and sign wherever it predicts them) on the headline run,
+    # after fusion_own found CTCF losing exactly those classes on validation
+    "full_paper_boundary_student_scale3_objects": (
+        [*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3",
+         f"fusion.ta_classes=[{', '.join(map(str, OBJECT_CLASSES))}]"],
+        "eq. 4 + 5 + 7, paper boundary form, student at scale 3, TA kept on pole/light/sign"),
     # the TA's own adaptation (eq. 6 + 1 + 2 on, with the student's terms): TA and student at scale 1,
     # its frozen-TA targets in their own cache (a TA at scale 3 with gradient through seven 1200x1536
     # windows per panorama does not fit this machine's memory and time)
@@ -140,7 +149,7 @@ assert set(SEED_REPEATS) <= set(RUNS)
 # optimiser steps (a process accumulates the gradients of its share of each batch), half the memory. Two
 # processes with the student at scale 3 need about 2 x 12 GB, past this machine's 24 GiB (OOM-killed twice).
 ONE_PROCESS = {"full_paper_boundary_student_scale3", "oracle_eq4_scale3",
-               "full_paper_boundary_student_s1.0_scale3"}
+               "full_paper_boundary_student_s1.0_scale3", "full_paper_boundary_student_scale3_objects"}
 assert {*RUNS, *ORACLE_STAGES.values()} >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "sam_points", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa",
@@ -148,7 +157,8 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_full_long", "run_full_student_s1.0", "oracle_long", "run_eq4_seed1", "run_full_seed1",
           "run_full_paper", "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa",
           "run_full_paper_boundary_points32", "student_before_scales", "oracle_scale3",
-          "run_full_paper_boundary_student_s1.0_scale3", "fusion_own", "split_gap", "overlays", "report")
+          "run_full_paper_boundary_student_s1.0_scale3", "fusion_own", "split_gap",
+          "fusion_objects", "run_full_paper_boundary_student_scale3_objects", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -421,6 +431,21 @@ class Evidence:
         record.append({"command": f"python benchmarks/evidence.py --only fusion_own (TA scale {scale})",
                        "seconds": round(time.perf_counter() - start, 1), "rc": 0})
         return {"variant": chosen, "rows": rows}
+
+    def stage_fusion_objects(self, record: list) -> dict:
+        """The chosen variant with the class safeguard (the TA keeps :data:`OBJECT_CLASSES` wherever it
+        predicts them) against the chosen variant alone, on aachen validation (where its run is chosen)
+        and the frankfurt proxy (read only)."""
+        start = time.perf_counter()
+        scale = self.state["scale_sweep"]["chosen"]
+        chosen = self.state["fusion_select"]["chosen"]
+        base = next(v for v in VARIANTS if v.name == chosen["name"])
+        variant = replace(base, name=f"{base.name} + TA on pole/light/sign", ta_classes=OBJECT_CLASSES)
+        rows = {split: self.score_pseudo_labels(split, scale, variants=(base, variant))
+                for split in ("val", "eval")}
+        record.append({"command": f"python benchmarks/evidence.py --only fusion_objects (TA scale {scale})",
+                       "seconds": round(time.perf_counter() - start, 1), "rc": 0})
+        return {"base": base.name, "variant": variant.name, "classes": list(OBJECT_CLASSES), "rows": rows}
 
     def stage_split_gap(self, record: list) -> dict:
         """Diagnosis: the pretrained models, whole frame at scale 1, on the pinhole frames behind the

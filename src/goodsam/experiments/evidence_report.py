@@ -75,8 +75,10 @@ FORM_SQUARE = {"full": ("safeguards", "disagreement"), "full_paper_fusion": ("pa
                "full_paper_boundary": ("safeguards", "paper"), "full_paper": ("paper CTCF", "paper")}
 # a run at another schedule, student input scale or SAM grid -> the corner (losses and fusion) it belongs to
 POINTS_RUN = "full_paper_boundary_points32"  # the corner with the paper's 32x32 SAM grid (others: 16x16)
+# (or with the class safeguard, ``fusion.ta_classes``, on top of the corner's fusion)
 CORNER_OF = {"full_long": "full", "full_paper_boundary_student_scale3": "full_paper_boundary",
-             POINTS_RUN: "full_paper_boundary"}
+             POINTS_RUN: "full_paper_boundary",
+             "full_paper_boundary_student_scale3_objects": "full_paper_boundary"}
 HEADLINE_RUNS = (*FORM_SQUARE, *CORNER_OF)
 # The component runs at each corner: (the eq. 4 + 5 run with the corner's fusion, the corner with SSA).
 COMPONENTS_AT = {"full": ("eq45", "full_ssa"),
@@ -138,7 +140,8 @@ def summary_json(state: dict) -> dict:
     out: dict = {"scale_sweep": state.get("scale_sweep"), "student_scale": state.get("student_scale"),
                  "fusion_select": state.get("fusion_select", {}), "lr_select": state.get("lr_select"),
                  "fusion_eval": fusion, "fusion_own": state.get("fusion_own"),
-                 "split_gap": state.get("split_gap"), "runs": {}}
+                 "split_gap": state.get("split_gap"), "fusion_objects": state.get("fusion_objects"),
+                 "runs": {}}
     ta_before_key = "ta_windows_s1" if ta_run.get("ta_scale") in ("1", None) else "ta_windows_chosen"
     for split in ("proxy", "cvrg"):
         def score(key: str, results: dict = before, split: str = split):
@@ -244,6 +247,12 @@ def acceptance_lines(data: dict, state: dict) -> list[str]:
     own, ta_own = proxy["ctcf_own"], proxy["ta_own"]
     lines.append(f"| CTCF (chosen safeguards) vs TA on the pixels CTCF decides | > {_f(ta_own)} | "
                  f"{_f(own)} | {'not run' if own is None else ('yes' if own > ta_own else 'no')} |")
+    objects = state.get("fusion_objects")
+    if objects:
+        row = objects["rows"]["eval"][objects["variant"]]
+        own, ta_own = row["miou_own"], row["ta_miou_own"]
+        lines.append(f"| (beside: {objects['variant']}) vs TA on the pixels it decides | > {_f(ta_own)} | "
+                     f"{_f(own)} | {'yes' if own > ta_own else 'no'} |")
     cb, ca, cta = cvrg["student_before"], cvrg["student_after"], cvrg["ta_whole_scale1"]
     lines.append(f"| CVRG: student after vs student before (same scale) and TA as-is (whole, scale 1) | "
                  f">= {_f(cb)} and >= {_f(cta)} | {_f(ca)} | "
@@ -412,6 +421,29 @@ def _sam_points_lines(state: dict, root: Path) -> list[str]:
                     f"scoring: `{command}`, {_wall(seconds)}.", ""]
 
 
+def _fusion_objects_lines(state: dict, root: Path) -> list[str]:
+    """Section 3d: the chosen variant with and without the class safeguard (``fusion_objects``)."""
+    stage = state.get("fusion_objects")
+    if not stage:
+        return []
+    names = ", ".join(CITYSCAPES_CLASSES[k] for k in stage["classes"])
+    lines = [f"### 3d. The class safeguard: the TA keeps {names} wherever it predicts them", "",
+             "| variant | val mIoU | val own (TA) | proxy mIoU | proxy own (TA) | "
+             + " | ".join(f"val / proxy {CITYSCAPES_CLASSES[k]}" for k in stage["classes"]) + " |",
+             "|---|---|---|---|---|" + "---|" * len(stage["classes"])]
+    for name in (stage["base"], stage["variant"]):
+        val, ev = stage["rows"]["val"][name], stage["rows"]["eval"][name]
+        lines.append(f"| {name} | {_f(val['miou'])} | {_f(val['miou_own'])} ({_f(val['ta_miou_own'])}) | "
+                     f"{_f(ev['miou'])} | {_f(ev['miou_own'])} ({_f(ev['ta_miou_own'])}) | "
+                     + " | ".join(f"{_f(val['per_class_own'][k])} / {_f(ev['per_class_own'][k])}"
+                                  for k in stage["classes"]) + " |")
+    command, seconds = _command(stage, "--only fusion_objects", root)
+    return lines + ["", "Per-class cells: IoU on the variant's own pixels. The classes are Cityscapes' "
+                    "\"object\" category (a principle: thin objects a coarse SAM mask swallows); section 3c "
+                    f"showed CTCF losing pole and traffic light on validation. `{command}`, "
+                    f"{_wall(seconds)}.", ""]
+
+
 def _fusion_own_lines(state: dict, root: Path) -> list[str]:
     """Section 3c: the chosen variant against the TA on the pixels the variant decides, per panorama and
     per class, on aachen validation and frankfurt (the ``fusion_own`` stage), or nothing before it ran."""
@@ -542,6 +574,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
               f"{chosen.get('rule', '')}.", ""]
     lines += _sam_points_lines(state, root)
     lines += _fusion_own_lines(state, root)
+    lines += _fusion_objects_lines(state, root)
     lines += ["## 4. Training runs (student terms; targets from the frozen TA at the chosen scale)", "",
               "| run | loss terms and fusion | student scale | steps | train wall | proxy | CVRG | "
               "val (first → last) |", "|---|---|---|---|---|---|---|---|"]

@@ -320,14 +320,14 @@ def panorama_targets(ta_window_logits: torch.Tensor, layout: WindowLayout, windo
                      overlap_sam_boundaries: Sequence[torch.Tensor], fusion: str = "ctcf",
                      fusion_options: dict | None = None, alpha: float = 0.3,
                      void: torch.Tensor | None = None, ta_confidence: float | None = None,
-                     uncertain: str = "paper") -> PanoramaTargets:
+                     uncertain: str = "paper", ta_classes: tuple[int, ...] | None = None) -> PanoramaTargets:
     """Fusion (eq. 3) per window with the current TA, ``B_ref`` per overlap and the tiled TA logits.
 
     ``window_masks``: one SAM mask set (``MaskSet`` or ``(n, H, w)`` bool) per window;
     ``overlap_sam_boundaries``: ``B_SAM`` ``(H, w_k)`` bool per overlap; ``void``: ``(H, W)`` bool of
     pixels outside the scene: unlabelled in ``E_i`` (255, weight 0), never a ``B_ref`` boundary, and no
-    eq. 4 target (see :func:`panorama_losses`). ``ta_confidence``/``uncertain``: the fusion safeguards of
-    :func:`goodsam.dar.safeguards.apply_safeguards` (defaults: the paper's fusion unchanged).
+    eq. 4 target (see :func:`panorama_losses`). ``ta_confidence``/``uncertain``/``ta_classes``: the fusion
+    safeguards of :func:`goodsam.dar.safeguards.apply_safeguards` (defaults: the paper's fusion unchanged).
     """
     if len(window_masks) != layout.num_windows:
         raise ValueError(f"{len(window_masks)} window mask sets for {layout.num_windows} windows")
@@ -337,7 +337,8 @@ def panorama_targets(ta_window_logits: torch.Tensor, layout: WindowLayout, windo
         with stage("fusion (eq. 3)"):
             fused = [fuse(fusion, masks, logits[i], **options) for i, masks in enumerate(window_masks)]
             guarded = [apply_safeguards(f.labels.to(logits.device), f.weights.to(logits.device), logits[i],
-                                        ta_confidence=ta_confidence, uncertain=uncertain)
+                                        ta_confidence=ta_confidence, uncertain=uncertain,
+                                        ta_classes=ta_classes)
                        for i, f in enumerate(fused)]
             labels = torch.stack([g[0] for g in guarded])
             weights = torch.stack([g[1] for g in guarded])

@@ -52,7 +52,7 @@ NON_SEMANTIC_KEYS = ("name", "description", "train.steps", "train.checkpoint_eve
 # Keys added after runs were made: at these values they compute what the older configs did, so they
 # stay out of the hash and those runs still resume.
 ADDED_KEY_DEFAULTS = {"ta.scale": 1.0, "student.scale": 1.0, "fusion.ta_confidence": None,
-                      "fusion.uncertain": "paper",
+                      "fusion.uncertain": "paper", "fusion.ta_classes": None,
                       "loss.boundary_form": "paper", "train.ta_ema": None}
 
 
@@ -99,6 +99,15 @@ def _rgb(value: Any) -> tuple[int, int, int]:
     return tuple(value)
 
 
+def _class_ids(value: Any) -> tuple[int, ...]:
+    """Distinct trainIds (0..18), e.g. ``[5, 6, 7]``."""
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 19 for v in value) \
+            or len(set(value)) != len(value):
+        raise _expected("must be a list of distinct trainIds in 0..18, like [5, 6, 7]")
+    return tuple(value)
+
+
 def _pair(value: Any) -> tuple[float, float]:
     """Two numbers (Adam's betas)."""
     try:
@@ -141,6 +150,7 @@ Str = Annotated[str, _checked(str)]  # any scalar, as text
 OptStr = Annotated[str | None, _checked(str, optional=True)]
 RGB = Annotated[tuple[int, int, int] | None, _checked(_rgb, optional=True)]
 Pair = Annotated[tuple[float, float], _checked(_pair)]
+ClassIds = Annotated[tuple[int, ...] | None, _checked(_class_ids, optional=True)]
 Scale = Annotated[float | str, _checked(_scale)]
 
 
@@ -315,7 +325,9 @@ class FusionConfig(Section):
     Safeguards beyond the paper (null/``paper`` = the paper's rule), see :mod:`goodsam.dar.safeguards`:
     ``ta_confidence``: inside a mask, pixels whose TA top probability reaches it keep the TA's label;
     ``uncertain``: ``paper`` (CTCF's weight-0 masks take the lowest-entropy label) or ``ta`` (they take
-    the TA's own per-pixel labels: the mask decides nothing it is not confident about).
+    the TA's own per-pixel labels: the mask decides nothing it is not confident about);
+    ``ta_classes``: trainIds the TA keeps wherever it predicts them (e.g. ``[5, 6, 7]``, Cityscapes'
+    object category: pole, traffic light, sign, thin objects a SAM mask rarely isolates).
     """
 
     method: Str = "ctcf"
@@ -323,6 +335,7 @@ class FusionConfig(Section):
     alpha: Float = 0.3
     ta_confidence: OptFloat = None
     uncertain: Str = "paper"
+    ta_classes: ClassIds = None
 
 
 class OptimizerConfig(Section):
@@ -391,10 +404,13 @@ class TrainConfig(Section):
     train: TrainSection = Field(default_factory=TrainSection)
 
     def to_dict(self) -> dict:
-        """Plain values (``betas`` as lists; ``sam.settings``/``fusion.options``: the keys given)."""
+        """Plain values (``betas``, ``ta_classes`` as lists; ``sam.settings``/``fusion.options``: the keys
+        given)."""
         out = self.model_dump()
         out["optim"]["student"]["betas"] = list(out["optim"]["student"]["betas"])
         out["optim"]["ta"]["betas"] = list(out["optim"]["ta"]["betas"])
+        if out["fusion"]["ta_classes"] is not None:
+            out["fusion"]["ta_classes"] = list(out["fusion"]["ta_classes"])
         return out
 
     def to_yaml(self) -> str:

@@ -298,7 +298,8 @@ class Trainer:
             void = (image == colour[:, None, None]).all(0)
         targets = panorama_targets(target_logits, self.layout, sample.window_masks, sample.overlap_boundaries,
                                    cfg.fusion.method, cfg.fusion.options, cfg.fusion.alpha, void=void,
-                                   ta_confidence=cfg.fusion.ta_confidence, uncertain=cfg.fusion.uncertain)
+                                   ta_confidence=cfg.fusion.ta_confidence, uncertain=cfg.fusion.uncertain,
+                                   ta_classes=cfg.fusion.ta_classes)
         return targets, ta_logits
 
     def _ta_logits(self, model: nn.Module, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
