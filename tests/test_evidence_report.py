@@ -282,7 +282,8 @@ def test_a_one_process_run_trains_in_one_process_with_both_threads(tmp_path: Pat
                   "student_scale": {"chosen": "2"},
                   "fusion_select": {"chosen": {"ta_confidence": 0.7, "uncertain": "ta"}}}
     big = "full_paper_boundary_student_scale3"
-    assert {big, "oracle_eq4_scale3", "full_paper_boundary_student_s1.0_scale3"} == ONE_PROCESS
+    assert {big, "oracle_eq4_scale3", "full_paper_boundary_student_s1.0_scale3",
+            "full_paper_boundary_student_scale3_objects"} == ONE_PROCESS
     assert work.stage_run([], big)["student_scale"] == "3"
     work.stage_run([], "full")
     oracle = work.stage_oracle_scale3([])
@@ -411,3 +412,24 @@ def test_split_gap_section_reads_seen_against_unseen_frames(tmp_path: Path) -> N
     assert "| espnetv2-s2.0 | 70.0 | 55.5 | +14.5 |" in text
     assert "| espnetv2-s0.5 | 60.0 | — | — |" in text
     assert json.loads((tmp_path / "results.json").read_text())["split_gap"]["models"][0] == "espnetv2-s2.0"
+
+
+def test_class_safeguard_section_and_its_acceptance_line(tmp_path: Path) -> None:
+    base, variant = "CTCF + both (0.7)", "CTCF + both (0.7) + TA on pole/light/sign"
+
+    def row(miou: float, own: float, ta: float, pole: float) -> dict:
+        per_class = [None] * 19
+        per_class[5], per_class[6], per_class[7] = pole, 10.0, 40.0
+        return {"miou": miou, "miou_own": own, "ta_miou_own": ta, "labelled": 85.0,
+                "per_class_own": per_class, "ta_per_class_own": per_class}
+
+    stage = {"base": base, "variant": variant, "classes": [5, 6, 7], "seconds": 85.0,
+             "commands": [{"command": "python benchmarks/evidence.py --only fusion_objects (TA scale 3)",
+                           "seconds": 85.0, "rc": 0}],
+             "rows": {"val": {base: row(49.0, 50.0, 48.0, 20.2), variant: row(49.5, 50.8, 48.0, 26.7)},
+                      "eval": {base: row(40.6, 36.1, 37.4, 18.6), variant: row(41.4, 37.8, 37.4, 26.9)}}}
+    text = write_report(tmp_path, {**_state(), "fusion_objects": stage}, tmp_path).read_text()
+    assert "### 3d. The class safeguard: the TA keeps pole, traffic light, traffic sign" in text
+    cells = "| 49.5 | 50.8 (48.0) | 41.4 | 37.8 (37.4) | 26.7 / 26.9 | 10.0 / 10.0 | 40.0 / 40.0 |"
+    assert f"| {variant} {cells}" in text
+    assert f"| (beside: {variant}) vs TA on the pixels it decides | > 37.4 | 37.8 | yes |" in text
