@@ -5,6 +5,7 @@ with the TA filling in where they do not."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,12 +101,15 @@ def fused_panorama_labels(window_logits: torch.Tensor, window_masks: list, layou
     return assemble_tiles(torch.stack(labels), layout)
 
 
-def score_variants(scorer: PseudoLabelScorer, gt: torch.Tensor, window_logits: torch.Tensor,
+def score_variants(scorers: Sequence[PseudoLabelScorer], gt: torch.Tensor, window_logits: torch.Tensor,
                    window_masks: list, layout: WindowLayout, variants: tuple[FusionVariant, ...]) -> None:
-    """Add one panorama's pseudo-labels of every variant to ``scorer`` (its methods = the variant names)."""
+    """Add one panorama's pseudo-labels of every variant (fused once) to each of ``scorers`` (their
+    methods = the variant names)."""
     ta = assemble_tiles(window_logits.argmax(1), layout)
     for variant in variants:
-        scorer.add(variant.name, gt, ta, fused_panorama_labels(window_logits, window_masks, layout, variant))
+        labels = fused_panorama_labels(window_logits, window_masks, layout, variant)
+        for scorer in scorers:
+            scorer.add(variant.name, gt, ta, labels)
 
 
 def score_labelled_set(ta: SegmentationModel, dataset: LabelledSet, masks_dir: str | Path,
@@ -120,16 +124,17 @@ def score_labelled_set(ta: SegmentationModel, dataset: LabelledSet, masks_dir: s
 def score_labelled_images(ta: SegmentationModel, dataset: LabelledSet, masks_dir: str | Path,
                           variants: tuple[FusionVariant, ...], layout: WindowLayout | None = None,
                           scale: float | str = 1.0) -> dict[str, dict[str, dict]]:
-    """As :func:`score_labelled_set`, also per image: ``{"all": rows, <image stem>: rows, ...}``."""
+    """As :func:`score_labelled_set`, also per image: ``{"all": rows, <sample name>: rows, ...}``."""
     names = tuple(v.name for v in variants)
     scores = {"all": PseudoLabelScorer(names)}
     for sample in dataset.samples:
+        if sample.name in scores:
+            raise ValueError(f"two samples named {sample.name!r}: per-image scores need distinct names")
         image, label = dataset.load(sample)
         masks = load_panorama_masks(cache_path(masks_dir, sample.image))
         grid = layout or masks.layout
         logits = predict_window_logits(ta, image, grid, scale=scale)
-        gt = torch.from_numpy(label.astype("int64"))
-        scores[Path(sample.image).stem] = PseudoLabelScorer(names)
-        for scorer in (scores["all"], scores[Path(sample.image).stem]):
-            score_variants(scorer, gt, logits, masks.windows, grid, variants)
+        scores[sample.name] = PseudoLabelScorer(names)
+        score_variants((scores["all"], scores[sample.name]), torch.from_numpy(label.astype("int64")), logits,
+                       masks.windows, grid, variants)
     return {key: scorer.rows() for key, scorer in scores.items()}
