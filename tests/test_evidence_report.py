@@ -73,7 +73,7 @@ def test_acceptance_lines_are_computed_from_the_stage_results() -> None:
     assert _row(lines, "TA after its adaptation")[1:] == [">= 24.3", "25.0", "yes"]
     # pole 14 -> 6 falls below half; bus (7 before) is under the 10-IoU bar, road holds.
     assert _row(lines, "no class the TA scored")[2:] == ["pole 14.0 → 6.0", "no"]
-    assert _row(lines, "CTCF (chosen safeguards)")[1:] == ["> 37.4", "38.0", "yes"]
+    assert _row(lines, "CTCF as the headline trains on it")[1:] == ["> 37.4", "38.0", "yes"]
     assert _row(lines, "CVRG: student after")[1:] == [">= 42.8 and >= 59.7", "51.1", "no"]
     assert _row(lines, "eq. 5 lowers")[-1] == "yes"
     assert _row(lines, "CTCF over SSA")[-1] == "no (no seed spread measured)"  # CVRG 51.1 < 52.0
@@ -433,3 +433,14 @@ def test_class_safeguard_section_and_its_acceptance_line(tmp_path: Path) -> None
     cells = "| 49.5 | 50.8 (48.0) | 41.4 | 37.8 (37.4) | 26.7 / 26.9 | 10.0 / 10.0 | 40.0 / 40.0 |"
     assert f"| {variant} {cells}" in text
     assert f"| (beside: {variant}) vs TA on the pixels it decides | > 37.4 | 37.8 | yes |" in text
+    # a headline trained with the class safeguard: its fusion is the line, the chosen variant stands beside
+    name = "full_paper_boundary_student_scale3_objects"
+    run = _run("with the class safeguard", 33.5, 52.1, 60.0, name=name, student_scale="3")
+    run["overrides"] = [*run["overrides"], "fusion.ta_classes=[5, 6, 7]"]
+    state = {**_state(), "fusion_objects": stage, f"run_{name}": run}
+    text = write_report(tmp_path, state, tmp_path).read_text()
+    line = f"| CTCF as the headline trains on it ({variant}) vs TA on the pixels CTCF decides |"
+    assert f"{line} > 37.4 | 37.8 | yes |" in text
+    assert f"| (beside: {base}) vs TA on the pixels it decides | > 37.4 | 38.0 | yes |" in text
+    data = json.loads((tmp_path / "results.json").read_text())["proxy"]
+    assert (data["ctcf_own"], data["ctcf_own_variant"]) == (37.8, variant)
