@@ -143,13 +143,20 @@ RUNS = {
     "eq4_seed1": ([*EQ4_ONLY, f"train.seed={REPEAT_SEED}"], f"eq. 4 only, seed {REPEAT_SEED}"),
     "full_seed1": ([*STUDENT_ONLY, f"train.seed={REPEAT_SEED}"],
                    f"eq. 4 + 5 + 7 (all safeguards), seed {REPEAT_SEED}"),
+    # the headline repeated: the noise of a comparison at the student's scale 3
+    "full_paper_boundary_student_scale3_objects_seed1": (
+        [*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3",
+         f"fusion.ta_classes=[{', '.join(map(str, OBJECT_CLASSES))}]", f"train.seed={REPEAT_SEED}"],
+        "eq. 4 + 5 + 7, paper boundary form, student at scale 3, TA kept on pole/light/sign, "
+        f"seed {REPEAT_SEED}"),
 }
 assert set(SEED_REPEATS) <= set(RUNS)
 # Runs trained by one process with two threads instead of two processes with one thread each: the same
 # optimiser steps (a process accumulates the gradients of its share of each batch), half the memory. Two
 # processes with the student at scale 3 need about 2 x 12 GB, past this machine's 24 GiB (OOM-killed twice).
 ONE_PROCESS = {"full_paper_boundary_student_scale3", "oracle_eq4_scale3",
-               "full_paper_boundary_student_s1.0_scale3", "full_paper_boundary_student_scale3_objects"}
+               "full_paper_boundary_student_s1.0_scale3", "full_paper_boundary_student_scale3_objects",
+               "full_paper_boundary_student_scale3_objects_seed1"}
 assert {*RUNS, *ORACLE_STAGES.values()} >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "sam_points", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa",
@@ -158,7 +165,8 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_full_paper", "run_full_paper_boundary_student_scale3", "run_full_paper_boundary_ssa",
           "run_full_paper_boundary_points32", "student_before_scales", "oracle_scale3",
           "run_full_paper_boundary_student_s1.0_scale3", "fusion_own", "split_gap",
-          "fusion_objects", "run_full_paper_boundary_student_scale3_objects", "overlays", "report")
+          "fusion_objects", "run_full_paper_boundary_student_scale3_objects",
+          "run_full_paper_boundary_student_scale3_objects_seed1", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).

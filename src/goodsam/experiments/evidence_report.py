@@ -86,7 +86,9 @@ COMPONENTS_AT = {"full": ("eq45", "full_ssa"),
                  "full_paper_boundary": ("eq45", "full_paper_boundary_ssa"),
                  "full_paper": ("eq45_paper_fusion", "full_paper_ssa")}
 REPEAT_SEED = 1  # the training seed of the repeated runs (every other run: the config's, 0)
-SEED_REPEATS = {"eq4_seed1": "eq4", "full_seed1": "full"}  # repeat -> the run it repeats at seed 0
+HEADLINE_SEED1 = "full_paper_boundary_student_scale3_objects_seed1"
+SEED_REPEATS = {"eq4_seed1": "eq4", "full_seed1": "full",  # repeat -> the run it repeats at seed 0
+                HEADLINE_SEED1: "full_paper_boundary_student_scale3_objects"}
 
 
 def headline_run(state: dict) -> str:
