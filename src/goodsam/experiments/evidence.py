@@ -78,12 +78,14 @@ VARIANTS = (
 # Cityscapes' "object" category (pole, traffic light, traffic sign): thin objects a 16x16-point SAM mask
 # rarely isolates; the class safeguard (``fusion.ta_classes``) keeps the TA's label on them
 OBJECT_CLASSES = (5, 6, 7)
+OBJECTS_SAFEGUARD = f"fusion.ta_classes=[{', '.join(map(str, OBJECT_CLASSES))}]"
 SPLIT_GAP_MODELS = (TA, STUDENT, "espnetv2-s1.0")  # the TA and both students of the runs
 LEARNING_RATES = ("5e-5", "2e-4", "8e-4")  # the config's, a quarter and four times it
 SELECT_STEPS = 20
 LONG_STEPS = 240  # the full_long run: four times the 60-step schedule (about 1 hour on 2 cores)
 STUDENT_ONLY = ["loss.eq6_ta_ensemble=0", "loss.eq1_consistency=0", "loss.eq2_boundary_enhanced=0"]
 PAPER_FUSION = ["fusion.ta_confidence=null", "fusion.uncertain=paper"]  # CTCF without the safeguards
+HEADLINE_SCALE3 = [*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3"]  # the scale-3 headline run
 EQ4_ONLY = [*STUDENT_ONLY, "loss.eq5_student_ensemble=0", "loss.eq7_student_boundary=0"]
 # name -> (overrides on top of the base, what it shows). Every run's student sees the panorama at the
 # student_scale stage's choice, except the ``*_scale1`` runs (the paper's input, 1).
@@ -105,7 +107,7 @@ RUNS = {
                                 "eq. 4 + 5 + 7, paper boundary form, SSA instead of CTCF"),
     # the lever the oracle leaves, at that corner: the student at the TA's input scale (3: 2.25x the pixels
     # of scale 2), chosen against scale 2 on the trained student's validation
-    "full_paper_boundary_student_scale3": ([*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3"],
+    "full_paper_boundary_student_scale3": (HEADLINE_SCALE3,
                                            "eq. 4 + 5 + 7, paper boundary form, student at scale 3"),
     # the paper's 32x32 SAM point grid (the sam_points stage's choice on validation pseudo-labels) at the
     # corner the trained student chose, student at scale 2: against full_paper_boundary (16x16)
@@ -125,13 +127,12 @@ RUNS = {
     # both levers the oracle runs leave, together: the headline run (the chosen corner, student at scale 3)
     # with the next zoo student (ESPNetv2-s1.0); beside the issue's 0.08M student, never the headline
     "full_paper_boundary_student_s1.0_scale3": (
-        [*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3", "student.architecture=espnetv2-s1.0"],
+        [*HEADLINE_SCALE3, "student.architecture=espnetv2-s1.0"],
         "eq. 4 + 5 + 7, paper boundary form, student ESPNetv2-s1.0 (0.23M parameters) at scale 3"),
     # the class safeguard (the TA keeps pole, light and sign wherever it predicts them) on the headline run,
     # after fusion_own found CTCF losing exactly those classes on validation
     "full_paper_boundary_student_scale3_objects": (
-        [*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3",
-         f"fusion.ta_classes=[{', '.join(map(str, OBJECT_CLASSES))}]"],
+        [*HEADLINE_SCALE3, OBJECTS_SAFEGUARD],
         "eq. 4 + 5 + 7, paper boundary form, student at scale 3, TA kept on pole/light/sign"),
     # the TA's own adaptation (eq. 6 + 1 + 2 on, with the student's terms): TA and student at scale 1,
     # its frozen-TA targets in their own cache (a TA at scale 3 with gradient through seven 1200x1536
@@ -145,8 +146,7 @@ RUNS = {
                    f"eq. 4 + 5 + 7 (all safeguards), seed {REPEAT_SEED}"),
     # the headline repeated: the noise of a comparison at the student's scale 3
     "full_paper_boundary_student_scale3_objects_seed1": (
-        [*STUDENT_ONLY, "loss.boundary_form=paper", "student.scale=3",
-         f"fusion.ta_classes=[{', '.join(map(str, OBJECT_CLASSES))}]", f"train.seed={REPEAT_SEED}"],
+        [*HEADLINE_SCALE3, OBJECTS_SAFEGUARD, f"train.seed={REPEAT_SEED}"],
         "eq. 4 + 5 + 7, paper boundary form, student at scale 3, TA kept on pole/light/sign, "
         f"seed {REPEAT_SEED}"),
 }
