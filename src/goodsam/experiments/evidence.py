@@ -139,6 +139,17 @@ RUNS = {
     # windows per panorama does not fit this machine's memory and time)
     "ta_adapt_scale1": (["ta.scale=1", "train.target_cache={work}/targets_scale1"],
                         "TA adaptation (eq. 6 + 1 + 2) beside eq. 4 + 5 + 7, TA and student at scale 1"),
+    # GoodSAM as the nano config ships it (the paper's: the TA adapts on its own fused targets, which are
+    # also the student's; paper CTCF and boundary form), TA and student at scale 1; the baseline of every
+    # safeguard, and with the run below the paper's own test of the TA's adaptation
+    "paper_scale1": (["ta.scale=1", "train.ta_ema=null", "train.target_cache=null",
+                      "loss.boundary_form=paper", *PAPER_FUSION],
+                     "the paper's GoodSAM (nano defaults: TA adapting, targets from it), TA and student at "
+                     "scale 1"),
+    # the same without the TA's adaptation (eq. 6 + 1 + 2 off: the student's targets from the initial TA)
+    "paper_ta_frozen_scale1": ([*STUDENT_ONLY, "ta.scale=1", "train.target_cache={work}/targets_scale1",
+                                "loss.boundary_form=paper", *PAPER_FUSION],
+                               "the paper's GoodSAM without the TA's adaptation, TA and student at scale 1"),
     # the noise level of a comparison between runs: two runs again with another training seed (the order
     # of the panoramas and the student's roll/flip; the models start from the same pretrained weights)
     "eq4_seed1": ([*EQ4_ONLY, f"train.seed={REPEAT_SEED}"], f"eq. 4 only, seed {REPEAT_SEED}"),
@@ -166,7 +177,8 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_full_paper_boundary_points32", "student_before_scales", "oracle_scale3",
           "run_full_paper_boundary_student_s1.0_scale3", "fusion_own", "split_gap",
           "fusion_objects", "run_full_paper_boundary_student_scale3_objects",
-          "run_full_paper_boundary_student_scale3_objects_seed1", "overlays", "report")
+          "run_full_paper_boundary_student_scale3_objects_seed1", "run_paper_scale1",
+          "run_paper_ta_frozen_scale1", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
