@@ -226,3 +226,48 @@ def test_grouped_conv_fast_paths_match_the_plain_convolution(cin: int, cout: int
         assert not conv._channels_last_backward(x)
         if kernel != 1:
             assert torch.equal(conv(x), F.conv2d(x, conv.weight, None, 1, (kernel - 1) // 2, 1, groups))
+
+
+def _randomise_norms(module: torch.nn.Module) -> None:
+    """Pretrained-like batch norms and PReLU slopes (not the identity a fresh module has)."""
+    generator = torch.Generator().manual_seed(1)
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.BatchNorm2d):
+            for tensor in (sub.running_mean, sub.weight.data, sub.bias.data):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator))
+            sub.running_var.copy_(torch.rand(sub.running_var.shape, generator=generator) + 0.5)
+        elif isinstance(sub, torch.nn.PReLU):
+            sub.weight.data.copy_(torch.rand(sub.weight.shape, generator=generator))
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_pyramid_pool_channels_last_merge_matches_the_plain_merge(grad: bool) -> None:
+    """With frozen batch norms the pyramid runs channels-last (per-branch BN + PReLU, the shuffle as a
+    stack): the values and every gradient of ``merge_layer(cat(branches))``, and an NCHW output."""
+    torch.manual_seed(0)
+    module = PyramidPool(24, 10, 16)
+    _randomise_norms(module)
+    module.eval()
+    x = torch.randn(2, 24, 30, 44, requires_grad=grad)
+    assert module._channels_last_merge(x)
+    with torch.set_grad_enabled(grad):
+        out = module(x)
+        projected = module.projection_layer(x)
+        expected = module.merge_layer(torch.cat(module._branches(projected), 1))
+        expected = module.br(expected)
+    assert out.is_contiguous() and out.shape == expected.shape == (2, 16, 30, 44)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    if not grad:
+        return
+    weight = torch.randn_like(out)
+    params = list(module.parameters())
+    got = torch.autograd.grad((out * weight).sum(), [x, *params])
+    want = torch.autograd.grad((expected * weight).sum(), [x, *params])
+    for a, b in zip(got, want, strict=True):  # sums over every pixel, in another order
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
+
+
+def test_pyramid_pool_with_training_norms_keeps_the_plain_merge() -> None:
+    """Batch norms in training mode update their statistics per channel: the plain path runs."""
+    module = PyramidPool(24, 10, 16).train()
+    assert not module._channels_last_merge(torch.randn(1, 24, 8, 16))

@@ -294,6 +294,15 @@ class PyramidPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.projection_layer(x)
+        fast = self._channels_last_merge(x)
+        if fast:
+            x = x.contiguous(memory_format=torch.channels_last)
+        branches = self._branches(x)
+        out = self._merge_channels_last(branches) if fast else self.merge_layer(torch.cat(branches, 1))
+        return self.br(out) if self.br is not None else out
+
+    def _branches(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The depth-wise conv of ``x`` at each pyramid scale, back at ``x``'s size (and memory layout)."""
         height, width = x.shape[-2:]
         branches = []
         for scale, stage in zip(self.scales, self.stages, strict=True):
@@ -307,8 +316,34 @@ class PyramidPool(nn.Module):
             else:
                 y = stage(x)
             branches.append(y)
-        out = self.merge_layer(torch.cat(branches, 1))
-        return self.br(out) if self.br is not None else out
+        return branches
+
+    def _channels_last_merge(self, x: torch.Tensor) -> bool:
+        """Whether the branches and the merge run channels-last (:meth:`_merge_channels_last`): on CPU in
+        float32 with the merge's batch norm frozen (its statistics are not updated per channel slice)."""
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and x.ndim == 4
+                and not self.merge_layer[0].br[0].training
+                and not (torch.jit.is_tracing() or torch.jit.is_scripting()))
+
+    def _merge_channels_last(self, branches: list[torch.Tensor]) -> torch.Tensor:
+        """``merge_layer(cat(branches))`` with the same values, built for the channels-last layout.
+
+        The merge's BN + PReLU are per channel, so each branch gets its own slice of them; the channel
+        shuffle that follows is a stack of the branches along a last (channel-minor) axis, which is the
+        channels-last layout the grouped conv after it takes (:class:`Conv2d`). This avoids the NCHW
+        concatenation, the shuffle's strided copy and the conversion before the conv, and lets the
+        depth-wise pyramid convs run on oneDNN's channels-last kernels (4-5x faster there at 10-32
+        channels, forward and backward). Float sums run in another order; the values agree to rounding."""
+        norm, act = self.merge_layer[0].br
+        n = branches[0].shape[1]
+        parts = []
+        for k, y in enumerate(branches):
+            part = slice(k * n, (k + 1) * n)
+            y = F.batch_norm(y, norm.running_mean[part], norm.running_var[part], norm.weight[part],
+                             norm.bias[part], False, 0.0, norm.eps)
+            parts.append(F.prelu(y, act.weight[part]).permute(0, 2, 3, 1))
+        shuffled = torch.stack(parts, dim=-1).flatten(-2).permute(0, 3, 1, 2)
+        return self.merge_layer[3](self.merge_layer[2](shuffled).contiguous())
 
 
 class GatedProjection(nn.Module):
