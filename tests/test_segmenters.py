@@ -265,6 +265,9 @@ def test_pyramid_pool_channels_last_merge_matches_the_plain_merge(grad: bool) ->
     want = torch.autograd.grad((expected * weight).sum(), [x, *params])
     for a, b in zip(got, want, strict=True):  # sums over every pixel, in another order
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
+    module(x).sum().backward()  # depth-wise weight gradients in the parameters' own strides (for DDP)
+    for stage in module.stages:
+        assert stage.weight.grad.stride() == torch.empty(stage.weight.shape).stride()
 
 
 def test_pyramid_pool_with_training_norms_keeps_the_plain_merge() -> None:

@@ -276,6 +276,14 @@ def adaptive_avg_pool(x: torch.Tensor, size: tuple, max_ratio: float) -> torch.T
     return _adaptive_pool_axis(_adaptive_pool_axis(x, 2, size[0], max_bin), 3, size[1], max_bin)
 
 
+def _standard_strides(grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` with the standard (row-major) strides its parameter has. oneDNN's channels-last backward
+    of a depth-wise conv gives the ``(C, 1, k, k)`` weight gradient another stride on the size-1 axis:
+    the same memory, but DistributedDataParallel compares strides and warns on every run."""
+    standard = tuple(math.prod(grad.shape[i + 1:]) for i in range(grad.ndim))
+    return grad if grad.stride() == standard else grad.clone(memory_format=torch.contiguous_format)
+
+
 class PyramidPool(nn.Module):
     """Efficient pyramid pooling: project, depth-wise conv at 5 scales, shuffle, group conv, expand."""
 
@@ -286,6 +294,8 @@ class PyramidPool(nn.Module):
         self.projection_layer = SeqCBR(cin, proj, 1)
         self.stages = nn.ModuleList(nn.Conv2d(proj, proj, 3, 1, 1, groups=proj, bias=False)
                                     for _ in self.scales)
+        for stage in self.stages:  # their channels-last backward (see _merge_channels_last)
+            stage.weight.register_hook(_standard_strides)
         n = len(self.scales)
         self.merge_layer = nn.Sequential(SeqBR(proj * n), ChannelShuffle(n),
                                          SeqCBR(proj * n, proj, 3, groups=proj),
