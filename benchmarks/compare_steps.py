@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=Path, default=HERE.parent, help="source tree of the new code")
     parser.add_argument("--also", action="append", default=[], metavar="NAME=TREE",
                         help="a further source tree to run (and compare with --before), repeatable")
-    parser.add_argument("--config", default="nano-s0.5")
+    parser.add_argument("--config", default="nano-s0.5",
+                        help="bundled name or YAML path; against a tree from before session 13 give the path "
+                             "of configs/nano-s0.5-paper.yaml (that tree's nano-s0.5)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--points", type=int, default=10)

@@ -72,9 +72,9 @@ def test_scale_setting_errors() -> None:
     with pytest.raises(ConfigError, match="training pixel density of 'my-net'"):  # before any masks
         load_config("nano-s0.5", ["ta.scale=auto", "ta.architecture=my-net"])
     # New keys at their defaults leave the config hash (and so resuming older runs) unchanged.
-    base = load_config("nano-s0.5")
-    assert load_config("nano-s0.5", ["ta.scale=1", "fusion.uncertain=paper"]).hash() == base.hash()
-    assert load_config("nano-s0.5", ["ta.scale=2"]).hash() != base.hash()
+    base = load_config("nano-s0.5-paper")
+    assert load_config("nano-s0.5-paper", ["ta.scale=1", "fusion.uncertain=paper"]).hash() == base.hash()
+    assert load_config("nano-s0.5-paper", ["ta.scale=2"]).hash() != base.hash()
 
 
 def test_forward_at_scale_returns_window_size_logits() -> None:
