@@ -141,13 +141,14 @@ RUNS = {
     # windows per panorama does not fit this machine's memory and time)
     "ta_adapt_scale1": (["ta.scale=1", "train.target_cache={work}/targets_scale1"],
                         "TA adaptation (eq. 6 + 1 + 2) beside eq. 4 + 5 + 7, TA and student at scale 1"),
-    # GoodSAM as the nano config ships it (the paper's: the TA adapts on its own fused targets, which are
-    # also the student's; paper CTCF and boundary form), TA and student at scale 1; the baseline of every
-    # safeguard, and with the run below the paper's own test of the TA's adaptation
+    # GoodSAM as the paper describes it (``nano-s0.5-paper``, the nano config's defaults until session 13:
+    # the TA adapts on its own fused targets, which are also the student's; paper CTCF and boundary form),
+    # TA and student at scale 1; the baseline of every safeguard, and with the run below the paper's own
+    # test of the TA's adaptation
     "paper_scale1": (["ta.scale=1", "train.ta_ema=null", "train.target_cache=null",
                       "loss.boundary_form=paper", *PAPER_FUSION],
-                     "the paper's GoodSAM (nano defaults: TA adapting, targets from it), TA and student at "
-                     "scale 1"),
+                     "the paper's GoodSAM (`nano-s0.5-paper`: the TA adapting on its own targets), TA and "
+                     "student at scale 1"),
     # the same without the TA's adaptation (eq. 6 + 1 + 2 off: the student's targets from the initial TA)
     "paper_ta_frozen_scale1": ([*STUDENT_ONLY, "ta.scale=1", "train.target_cache={work}/targets_scale1",
                                 "loss.boundary_form=paper", *PAPER_FUSION],
