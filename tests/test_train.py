@@ -387,6 +387,9 @@ def test_demo_pipeline_small(assets_dir: Path, tmp_path: Path, monkeypatch: pyte
     assert band.shape == (64, 256, 3)
     assert (out / "predictions" / "overlays" / "amsterdam_pano_0005_001111_2048x1024.png").is_file()
     assert (out / "predictions_before" / "index.html").is_file()
+    # nano-s0.5's frozen target TA (train.ta_ema: 1.0): its window logits cached once per panorama
+    cached = [path.name for path in (out / "targets").iterdir()]
+    assert cached == ["amsterdam_pano_0005_001111_2048x1024.safetensors"]
     again = run_demo(out, steps=2, overrides=tuple(SMALL), device="cpu", progress=False, panoramas=source,
                      workers=1)
     assert again["steps"] == 2

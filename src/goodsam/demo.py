@@ -9,8 +9,9 @@ Stages (each resumable; rerunning skips finished work):
 2. **masks** — MobileSAM (fast generator, a modest point grid) on every window and overlap, cached in
    ``OUT/masks``;
 3. **train** — the ``nano-s0.5`` setup (ESPNetv2-s2.0 TA + ESPNetv2-s0.5 student, both Cityscapes-
-   pretrained) for a short CPU schedule into ``OUT/run`` (checkpoints, ``metrics.jsonl``,
-   ``loss_curve.png``, TensorBoard, the exported ``OUT/run/student``);
+   pretrained, with its safeguards) for a short CPU schedule into ``OUT/run`` (checkpoints,
+   ``metrics.jsonl``, ``loss_curve.png``, TensorBoard, the exported ``OUT/run/student``); the frozen
+   target TA's window logits are cached in ``OUT/targets``;
 4. **predict** — colour overlays and an HTML gallery of the student before (``OUT/predictions_before``)
    and after training (``OUT/predictions``).
 """
@@ -150,6 +151,9 @@ def run_demo(out: str | Path, steps: int | None = None, config: str = "nano-s0.5
         if steps < 0:
             raise ConfigError(f"--steps must be >= 0, got {steps}")
         cfg.train.steps = steps
+    if cfg.train.ta_ema == 1.0 and cfg.train.target_cache is None:
+        # the frozen target TA's window logits, computed once per panorama (the demo revisits each one)
+        cfg.train.target_cache = str(out / "targets")
     torch_device = str(auto_device(device))
     if workers is None:
         workers = 1 if torch_device != "cpu" else default_workers(cfg.data.batch_size)
