@@ -7,7 +7,8 @@ absolute difference over the steps, and the median step time of each tree (per s
 has :class:`goodsam.profiling.StageTimer`; the first step, which loads the data, is left out).
 
     git archive 305c88a src | tar -x -C /tmp/before
-    OMP_NUM_THREADS=1 python benchmarks/compare_steps.py --before /tmp/before --after . --steps 5
+    OMP_NUM_THREADS=1 python benchmarks/compare_steps.py --before /tmp/before --after . --steps 5 \
+        --config src/goodsam/train/configs/nano-s0.5-paper.yaml  # the nano config of trees before session 13
     # more trees, each compared with --before:  --also hook=/tmp/hook
 
 A worker whose tree does not keep freed memory for reuse (``goodsam.devices.keep_freed_memory``, which

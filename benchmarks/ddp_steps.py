@@ -9,7 +9,8 @@ first over the steps both logged (``metrics.jsonl``). The panoramas and masks ar
 ``benchmarks/train_step.py`` (:mod:`goodsam.experiments.train_step`).
 
     git archive 305c88a src | tar -x -C /tmp/before
-    python benchmarks/ddp_steps.py before=/tmp/before after=.
+    python benchmarks/ddp_steps.py before=/tmp/before after=. \
+        --config src/goodsam/train/configs/nano-s0.5-paper.yaml  # the nano config of trees before session 13
 """
 
 from __future__ import annotations
