@@ -445,3 +445,20 @@ def test_class_safeguard_section_and_its_acceptance_line(tmp_path: Path) -> None
     assert f"| (beside: {base}) vs TA on the pixels it decides | > 37.4 | 38.0 | yes |" in text
     data = json.loads((tmp_path / "results.json").read_text())["proxy"]
     assert (data["ctcf_own"], data["ctcf_own_variant"]) == (37.8, variant)
+
+
+def test_the_papers_run_gets_its_own_ta_lines_and_the_ta_adaptation_component_line() -> None:
+    """``paper_scale1`` (the TA adapting on its own targets) stands beside the acceptance run's TA lines,
+    and against ``paper_ta_frozen_scale1`` it gives the component line of the TA's own adaptation."""
+    state = _state()
+    ta = {"proxy/ta_paper_scale1": _scores(13.4, road=80.0, pole=0.0, bus=0.0),
+          "cvrg/ta_paper_scale1": _scores(41.2)}
+    state["run_paper_scale1"] = _run("paper", 11.3, 46.8, 12.9, name="paper_scale1", ta_scale="1", results=ta)
+    state["run_paper_ta_frozen_scale1"] = _run("paper, TA frozen", 23.6, 48.8, 27.9,
+                                               name="paper_ta_frozen_scale1")
+    lines = acceptance_lines(summary_json(state), state)
+    assert _row(lines, "TA after its adaptation")[1:] == [">= 24.3", "25.0", "yes"]  # the line: ta_adapt
+    assert _row(lines, "(beside: `paper_scale1`) TA after")[1:] == [">= 24.3", "13.4", "no"]
+    assert _row(lines, "(beside: `paper_scale1`) no class")[2:] == ["pole 14.0 → 0.0", "no"]
+    row = _row(lines, "the TA's own adaptation")
+    assert row[2] == "proxy 11.3 vs 23.6, cvrg 46.8 vs 48.8, val 12.9 vs 27.9" and row[3].startswith("no")

@@ -65,7 +65,7 @@ ORACLE_AGAINST = {
                           "change nothing measurable at scale 2"),
 }
 TA_RUN = "ta_adapt_scale1"  # the run in which the TA adapts (eq. 6 + 1 + 2)
-# The paper's GoodSAM as the nano config ships it (the TA adapts on its own targets) and the same run
+# The paper's GoodSAM as `nano-s0.5-paper` runs it (the TA adapts on its own targets) and the same run
 # without the TA's adaptation: the paper's own test of that component, at scale 1.
 PAPER_RUN, PAPER_TA_FROZEN = "paper_scale1", "paper_ta_frozen_scale1"
 TA_RUNS = (TA_RUN, PAPER_RUN)  # the runs whose adapted TA the acceptance table reads (first: the line)
