@@ -10,7 +10,8 @@ import typer
 def demo(
     out: Path = typer.Option(Path("outputs/demo"), "--out", help="Output folder (rerun to resume)."),
     steps: int | None = typer.Option(None, "--steps", help="Training steps (default: the config's)."),
-    config: str = typer.Option("nano-s0.5", "--config", help="Training setup (nano-s0.5 or nano-s1.0)."),
+    config: str = typer.Option("nano-s0.5", "--config",
+                               help="Training setup (nano-s0.5, nano-s1.0; nano-s0.5-paper: no safeguards)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a config key (repeatable)."),
     panoramas: Path | None = typer.Option(None, help="Folder of panoramas (default: the bundled ones)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
