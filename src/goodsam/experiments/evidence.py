@@ -141,6 +141,12 @@ RUNS = {
     # windows per panorama does not fit this machine's memory and time)
     "ta_adapt_scale1": (["ta.scale=1", "train.target_cache={work}/targets_scale1"],
                         "TA adaptation (eq. 6 + 1 + 2) beside eq. 4 + 5 + 7, TA and student at scale 1"),
+    # the TA's adaptation with the headline's fusion and boundary form (the chosen safeguards, the class
+    # safeguard, the paper's form) instead of ``ta_adapt_scale1``'s: a candidate for the nano defaults
+    "ta_adapt_headline_forms_scale1": (["ta.scale=1", "train.target_cache={work}/targets_scale1",
+                                        "loss.boundary_form=paper", OBJECTS_SAFEGUARD],
+                                       "TA adaptation (eq. 6 + 1 + 2) beside eq. 4 + 5 + 7, the headline's "
+                                       "fusion and boundary form, TA and student at scale 1"),
     # GoodSAM as the paper describes it (``nano-s0.5-paper``, the nano config's defaults until session 13:
     # the TA adapts on its own fused targets, which are also the student's; paper CTCF and boundary form),
     # TA and student at scale 1; the baseline of every safeguard, and with the run below the paper's own
@@ -181,7 +187,7 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_full_paper_boundary_student_s1.0_scale3", "fusion_own", "split_gap",
           "fusion_objects", "run_full_paper_boundary_student_scale3_objects",
           "run_full_paper_boundary_student_scale3_objects_seed1", "run_paper_scale1",
-          "run_paper_ta_frozen_scale1", "overlays", "report")
+          "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
