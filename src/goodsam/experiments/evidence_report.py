@@ -130,16 +130,32 @@ def student_before(state: dict, run: str, split: str) -> float | None:
     return results.get(f"{split}/{key}", {}).get("miou")
 
 
+def _fusion_rows(state: dict) -> dict[str | None, dict]:
+    """Frankfurt pseudo-label rows by variant name: the chosen variant (``fusion_eval``) and, once measured,
+    it with the class safeguard (``fusion_objects``); ``{}`` for a variant not scored."""
+    chosen = state.get("fusion_select", {}).get("chosen", {}).get("name")
+    rows = {chosen: state.get("fusion_eval", {}).get("rows", {}).get(chosen, {})}
+    objects = state.get("fusion_objects")
+    if objects:
+        rows[objects["variant"]] = objects["rows"]["eval"].get(objects["variant"], {})
+    return rows
+
+
 def headline_fusion(state: dict) -> tuple[str | None, dict]:
     """The pseudo-labels the headline run trains on, scored on frankfurt: (variant name, its row). The
-    chosen variant (``fusion_eval``), or it with the class safeguard (``fusion_objects``) when the headline
-    run sets ``fusion.ta_classes``."""
+    chosen variant, or it with the class safeguard when the headline run sets ``fusion.ta_classes``."""
     run = _runs(state).get(headline_run(state), {})
     objects = state.get("fusion_objects")
+    rows = _fusion_rows(state)
     if objects and override_values(run.get("overrides", [])).get("fusion.ta_classes") not in (None, "null"):
-        return objects["variant"], objects["rows"]["eval"].get(objects["variant"], {})
+        return objects["variant"], rows[objects["variant"]]
     chosen = state.get("fusion_select", {}).get("chosen", {}).get("name")
-    return chosen, state.get("fusion_eval", {}).get("rows", {}).get(chosen, {})
+    return chosen, rows[chosen]
+
+
+def _ta_before_key(run: dict) -> str:
+    """The ``eval_before`` TA score a TA-adapting run is compared with: its windows at the run's scale."""
+    return "ta_windows_s1" if run.get("ta_scale") in ("1", None) else "ta_windows_chosen"
 
 
 def summary_json(state: dict) -> dict:
@@ -161,7 +177,7 @@ def summary_json(state: dict) -> dict:
                  "fusion_eval": fusion, "fusion_own": state.get("fusion_own"),
                  "split_gap": state.get("split_gap"), "fusion_objects": state.get("fusion_objects"),
                  "runs": {}}
-    ta_before_key = "ta_windows_s1" if ta_run.get("ta_scale") in ("1", None) else "ta_windows_chosen"
+    ta_before_key = _ta_before_key(ta_run)
     for split in ("proxy", "cvrg"):
         def score(key: str, results: dict = before, split: str = split):
             return results.get(f"{split}/{key}", {}).get("miou")
@@ -260,12 +276,7 @@ def acceptance_lines(data: dict, state: dict) -> list[str]:
     lines.append(f"| CTCF as the headline trains on it ({proxy['ctcf_own_variant']}) vs TA on the pixels "
                  f"CTCF decides | > {_f(ta_own)} | {_f(own)} | "
                  f"{'not run' if own is None else ('yes' if own > ta_own else 'no')} |")
-    chosen = state.get("fusion_select", {}).get("chosen", {}).get("name")
-    others = {chosen: state.get("fusion_eval", {}).get("rows", {}).get(chosen)}
-    objects = state.get("fusion_objects")
-    if objects:
-        others[objects["variant"]] = objects["rows"]["eval"].get(objects["variant"])
-    for name, row in others.items():
+    for name, row in _fusion_rows(state).items():
         if row and name != proxy["ctcf_own_variant"]:
             holds = "yes" if row["miou_own"] > row["ta_miou_own"] else "no"
             lines.append(f"| (beside: {name}) vs TA on the pixels it decides | > {_f(row['ta_miou_own'])} | "
@@ -317,8 +328,7 @@ def _ta_class_lines(state: dict) -> list[str]:
         run = _runs(state).get(name)
         if not run:
             continue
-        key = "ta_windows_s1" if run.get("ta_scale") in ("1", None) else "ta_windows_chosen"
-        before = state["eval_before"].get(f"proxy/{key}", {})
+        before = state["eval_before"].get(f"proxy/{_ta_before_key(run)}", {})
         after = run["results"].get(f"proxy/ta_{name}", {})
         beside = f"(beside: `{name}`) " if k else ""
         if k:

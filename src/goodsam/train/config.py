@@ -38,6 +38,7 @@ from pydantic import (
 )
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
+from goodsam.classes import NUM_CLASSES
 from goodsam.dar.fusion import FUSIONS, IGNORE_INDEX, ctcf_fusion, sepl_fusion
 from goodsam.errors import ConfigError
 from goodsam.mka.losses import LossWeights
@@ -100,11 +101,11 @@ def _rgb(value: Any) -> tuple[int, int, int]:
 
 
 def _class_ids(value: Any) -> tuple[int, ...]:
-    """Distinct trainIds (0..18), e.g. ``[5, 6, 7]``."""
+    """Distinct trainIds (0..NUM_CLASSES-1), e.g. ``[5, 6, 7]``."""
     if not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 19 for v in value) \
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < NUM_CLASSES for v in value) \
             or len(set(value)) != len(value):
-        raise _expected("must be a list of distinct trainIds in 0..18, like [5, 6, 7]")
+        raise _expected(f"must be a list of distinct trainIds in 0..{NUM_CLASSES - 1}, like [5, 6, 7]")
     return tuple(value)
 
 
