@@ -20,7 +20,14 @@ from goodsam.segmenters import (
     load_state_dict_file,
     to_image_tensor,
 )
-from goodsam.segmenters.espnetv2 import Conv2d, PyramidPool, _adaptive_pool_axis
+from goodsam.segmenters.espnetv2 import (
+    Conv2d,
+    ConvBN,
+    DilatedDW,
+    PyramidPool,
+    _adaptive_pool_axis,
+    _frozen_norm,
+)
 
 SCALES = ("0.5", "1.0", "1.5", "2.0")
 # parameter counts of the released models (README: 0.08M, 0.23M, 0.47M, 0.79M)
@@ -221,9 +228,9 @@ def test_grouped_conv_fast_paths_match_the_plain_convolution(cin: int, cout: int
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(conv.weight.grad, weight_ref.grad, rtol=1e-5, atol=1e-4)
-    assert conv._channels_last_backward(x) == (kernel != 1 and cin // groups >= 4)
+    assert conv._channels_last_backward(x, conv.weight) == (kernel != 1 and cin // groups >= 4)
     with torch.no_grad():  # no gradient: a kxk conv takes the plain NCHW path (inference unchanged)
-        assert not conv._channels_last_backward(x)
+        assert not conv._channels_last_backward(x, conv.weight)
         if kernel != 1:
             assert torch.equal(conv(x), F.conv2d(x, conv.weight, None, 1, (kernel - 1) // 2, 1, groups))
 
@@ -274,3 +281,57 @@ def test_pyramid_pool_with_training_norms_keeps_the_plain_merge() -> None:
     """Batch norms in training mode update their statistics per channel: the plain path runs."""
     module = PyramidPool(24, 10, 16).train()
     assert not module._channels_last_merge(torch.randn(1, 24, 8, 16))
+
+
+def _assert_same_gradients(out: torch.Tensor, expected: torch.Tensor, inputs: list[torch.Tensor]) -> None:
+    """Gradients of a random weighting of ``out`` and of ``expected`` agree (sums in another order)."""
+    weight = torch.randn_like(out)
+    got = torch.autograd.grad((out * weight).sum(), inputs, retain_graph=True)
+    want = torch.autograd.grad((expected * weight).sum(), inputs, retain_graph=True)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("input_grad", [True, False])
+@pytest.mark.parametrize("dilation", [2, 3])
+def test_dilated_depthwise_backward_matches_autograd(dilation: int, input_grad: bool) -> None:
+    """A stride-1 dilated depth-wise conv with a gradient takes the backward made of forward convs: the
+    convolution's values, and the input and weight gradients of PyTorch's own backward."""
+    torch.manual_seed(0)
+    module = DilatedDW(12, 1, dilation)
+    x = torch.randn(3, 12, 21, 34, requires_grad=input_grad)
+    out = module(x)
+    assert type(out.grad_fn).__name__ == "_DilatedDepthwiseConvBackward"
+    expected = F.conv2d(x, module.conv.weight, None, 1, dilation, dilation, 12)
+    assert torch.equal(out, expected)
+    _assert_same_gradients(out, expected, [x, module.conv.weight] if input_grad else [module.conv.weight])
+    with torch.no_grad():  # inference and strided or undilated convs: the plain convolution
+        assert module(x).grad_fn is None
+    assert type(DilatedDW(12, 2, dilation)(x).grad_fn).__name__ == "ConvolutionBackward0"
+
+
+@pytest.mark.parametrize(("cin", "cout", "kernel", "groups"),
+                         [(16, 24, 1, 4), (32, 48, 3, 16), (8, 12, 3, 1)])
+def test_frozen_norm_folds_into_the_convolution(cin: int, cout: int, kernel: int, groups: int) -> None:
+    """Conv + frozen batch norm (+ PReLU) as one convolution with the folded weight and bias: the values
+    of ``act(bn(conv(x)))`` and every gradient (input, conv weight, the norm's weight and bias, slope)."""
+    torch.manual_seed(0)
+    module = ConvBN(cin, cout, kernel, groups=groups)
+    _randomise_norms(module)
+    module.eval()
+    assert _frozen_norm(module.bn) is not None
+    x = torch.randn(2, cin, 20, 30, requires_grad=True)
+    out = module(x)
+    assert "BatchNorm" not in type(out.grad_fn.next_functions[0][0]).__name__
+    expected = module.act(module.bn(module.conv(x)))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    _assert_same_gradients(out, expected, [x, *module.parameters()])
+
+
+def test_training_norm_is_not_folded() -> None:
+    """A batch norm in training mode normalises with batch statistics and updates its running ones."""
+    module = ConvBN(8, 12, 3).train()
+    assert _frozen_norm(module.bn) is None
+    before = module.bn.running_mean.clone()
+    module(torch.randn(2, 8, 10, 10) + 3.0)
+    assert not torch.equal(module.bn.running_mean, before)

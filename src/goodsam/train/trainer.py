@@ -268,7 +268,7 @@ class Trainer:
                 student_logits = forward_at_scale(
                     lambda x: self.student(self.student_module.preprocess(x)).logits, student_in,
                     self.student_scale).float()
-            student_logits = augment.invert(student_logits[0], aug)
+            student_logits = augment.invert(student_logits.squeeze(0), aug)
         with stage("losses"):
             return panorama_losses(student_logits, ta_logits, self.layout, targets, self.weights)
 
