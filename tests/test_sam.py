@@ -253,7 +253,7 @@ def without_native(monkeypatch: pytest.MonkeyPatch):
     """Runs the PyTorch path of every fused native loop (as on a machine without a C compiler)."""
     from goodsam.sam import native
 
-    monkeypatch.setitem(native._loaded, "lib", None)
+    monkeypatch.setitem(native.LIBRARY.loaded, "lib", None)
 
 
 def _decode(generator, window: np.ndarray, count: int = 8):
@@ -298,11 +298,11 @@ def test_fast_generator_without_native_loops(window: np.ndarray, encoder_cache: 
 def test_native_build_failure_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from goodsam.sam import native
 
-    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(native.LIBRARY, "loaded", {})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     assert native.kernels() is None and not native.usable(torch.zeros(1))
-    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(native.LIBRARY, "loaded", {})
     monkeypatch.setenv("GOODSAM_NATIVE", "0")
     monkeypatch.delenv("CC")
     assert native.kernels() is None

@@ -15,7 +15,7 @@ LAYERS = [
     {"errors", "classes"},
     {"fileio", "devices", "fastops", "profiling"},
     {"imageio", "assets"},
-    {"panorama", "visualize"},
+    {"panorama", "visualize", "native"},
     {"sam", "segmenters"},            # SAM masks + TA logits
     {"model_format"},                 # an exported model's folder (save / load)
     {"dar", "inference"},             # DAR (eq. 1-3); running a model on images

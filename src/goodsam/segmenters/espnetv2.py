@@ -24,6 +24,7 @@ from torch import nn
 
 from goodsam.imageio import MIN_IMAGE_SIDE
 from goodsam.segmenters.base import Segmenter, SegmenterOutput
+from goodsam.segmenters.fused import norm_prelu, prelu, upsample_bilinear
 
 SCALES = ("0.5", "1.0", "1.5", "2.0")
 NUM_OUTPUTS = 20  # 19 Cityscapes trainIds + background/void
@@ -105,6 +106,32 @@ def conv_norm(conv: Conv2d, norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tens
     return conv.conv_with(x, conv.weight * scale.view(-1, 1, 1, 1), shift)
 
 
+class PReLU(nn.PReLU):
+    """``nn.PReLU`` (same parameter and state_dict key) with the fused CPU backward of
+    :func:`goodsam.segmenters.fused.prelu` when training on CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return prelu(x, self.weight)
+
+
+def norm_act(norm: nn.BatchNorm2d, act: nn.PReLU, x: torch.Tensor) -> torch.Tensor:
+    """``act(norm(x))``; a frozen norm and the PReLU run as one fused op (:func:`fused.norm_prelu`)."""
+    folded = _frozen_norm(norm)
+    if folded is None:
+        return act(norm(x))
+    return norm_prelu(x, *folded, act.weight)
+
+
+class NormAct(nn.Sequential):
+    """``nn.Sequential(BatchNorm2d, PReLU)`` (same state_dict keys) running :func:`norm_act`."""
+
+    def __init__(self, channels: int):
+        super().__init__(nn.BatchNorm2d(channels), PReLU(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return norm_act(self[0], self[1], x)
+
+
 class ConvBN(nn.Module):
     """Conv (no bias) + batch norm, optionally PReLU; parameters named ``conv``/``bn``/``act``."""
 
@@ -113,7 +140,7 @@ class ConvBN(nn.Module):
         super().__init__()
         self.conv = Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
-        self.act = nn.PReLU(cout) if act else nn.Identity()
+        self.act = PReLU(cout) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(conv_norm(self.conv, self.bn, x))
@@ -125,10 +152,10 @@ class BNAct(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.bn = nn.BatchNorm2d(channels)
-        self.act = nn.PReLU(channels)
+        self.act = PReLU(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(x))
+        return norm_act(self.bn, self.act, x)
 
 
 class _DilatedDepthwiseConv(torch.autograd.Function):
@@ -193,7 +220,7 @@ class SeqCBR(nn.Module):
         super().__init__()
         self.cbr = nn.Sequential(
             Conv2d(cin, cout, kernel, 1, (kernel - 1) // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(cout), nn.PReLU(cout))
+            nn.BatchNorm2d(cout), PReLU(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, norm, act = self.cbr
@@ -205,7 +232,7 @@ class SeqBR(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.br = nn.Sequential(nn.BatchNorm2d(channels), nn.PReLU(channels))
+        self.br = NormAct(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.br(x)
@@ -246,7 +273,7 @@ class EESP(nn.Module):
                                     for d in _branch_dilations(branches, receptive_limit))
         self.conv_1x1_exp = ConvBN(cout, cout, 1, groups=branches, act=False)
         self.br_after_cat = BNAct(cout)
-        self.module_act = nn.PReLU(cout)
+        self.module_act = PReLU(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reduced = self.proj_1x1(x)
@@ -273,7 +300,7 @@ class DownSampler(nn.Module):
         self.eesp = EESP(cin, cout - cin, stride=2, receptive_limit=receptive_limit)
         self.inp_reinf = nn.Sequential(ConvBN(image_channels, image_channels, 3),
                                        ConvBN(image_channels, cout, 1, act=False))
-        self.act = nn.PReLU(cout)
+        self.act = PReLU(cout)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """``image``: the input image average-pooled to this block's output size."""
@@ -391,9 +418,9 @@ class PyramidPool(nn.Module):
             size = (_scaled_size(height, scale), _scaled_size(width, scale))
             if scale < 1.0:
                 y = stage(adaptive_avg_pool(x, size, max_ratio=1.0 / scale))
-                y = F.interpolate(y, size=(height, width), mode="bilinear", align_corners=True)
+                y = upsample_bilinear(y, (height, width))
             elif scale > 1.0:
-                y = stage(F.interpolate(x, size=size, mode="bilinear", align_corners=True))
+                y = stage(upsample_bilinear(x, size))
                 y = adaptive_avg_pool(y, (height, width), max_ratio=scale + 1.0)
             else:
                 y = stage(x)
@@ -442,7 +469,7 @@ class GatedProjection(nn.Module):
 
 
 def _upsample_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=True)
+    return upsample_bilinear(x, reference.shape[-2:])
 
 
 # --- the segmenter ---------------------------------------------------------------------------------------
@@ -483,9 +510,9 @@ class ESPNetv2(Segmenter):
         self.merge_enc_dec_l2 = GatedProjection(channels[2], d1)
         self.merge_enc_dec_l3 = GatedProjection(channels[1], d2)
         self.merge_enc_dec_l4 = GatedProjection(channels[0], d3)
-        self.bu_br_l2 = nn.Sequential(nn.BatchNorm2d(d1), nn.PReLU(d1))
-        self.bu_br_l3 = nn.Sequential(nn.BatchNorm2d(d2), nn.PReLU(d2))
-        self.bu_br_l4 = nn.Sequential(nn.BatchNorm2d(d3), nn.PReLU(d3))
+        self.bu_br_l2 = NormAct(d1)
+        self.bu_br_l3 = NormAct(d2)
+        self.bu_br_l4 = NormAct(d3)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
