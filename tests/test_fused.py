@@ -43,13 +43,20 @@ def test_prelu_backward(shape: tuple[int, ...]) -> None:
 
 
 @needs_library
-def test_norm_prelu_forward_and_backward() -> None:
+@pytest.mark.parametrize(("channels", "channels_last"), [(6, False), (10, True), (16, True), (24, True)])
+def test_norm_prelu_forward_and_backward(channels: int, channels_last: bool) -> None:
+    """NCHW, and channels-last with pattern periods lcm(C, 16) of 80, 16 and 48 floats (the pyramid
+    merge's per-branch norm); the output and the input gradient keep the input's layout."""
     torch.manual_seed(0)
-    x = torch.randn(2, 6, 9, 21, requires_grad=True)
-    scale, shift = torch.randn(6, requires_grad=True), torch.randn(6, requires_grad=True)
-    slope = torch.rand(6, requires_grad=True)
+    x = torch.randn(2, channels, 9, 21)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    scale, shift = torch.randn(channels, requires_grad=True), torch.randn(channels, requires_grad=True)
+    slope = torch.rand(channels, requires_grad=True)
     out = norm_prelu(x, scale, shift, slope)
     assert type(out.grad_fn).__name__ == "_NormPReLUBackward"
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     expected = F.prelu(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1), slope)
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
     weight = torch.randn_like(out)
@@ -115,3 +122,17 @@ def test_espnetv2_training_gradients_equal_without_the_library(monkeypatch: pyte
     assert len(fused) == len(plain) > 100
     for a, b in zip(fused, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()) + 1e-7)
+
+
+def test_half_with_gradient_is_the_average_pool() -> None:
+    """ESPNetv2's 3x3 stride-2 average pool as a depth-wise convolution (with a gradient on CPU)."""
+    from goodsam.segmenters.espnetv2 import _half
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 17, 30, requires_grad=True)
+    out = _half(x)
+    assert type(out.grad_fn).__name__ == "ConvolutionBackward0"
+    expected = F.avg_pool2d(x, 3, stride=2, padding=1)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    weight = torch.randn_like(out)
+    _assert_close(_gradients(out, [x], weight), _gradients(expected, [x], weight))

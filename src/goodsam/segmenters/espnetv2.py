@@ -289,6 +289,13 @@ class EESP(nn.Module):
 
 
 def _half(x: torch.Tensor) -> torch.Tensor:
+    """3x3 average pooling at stride 2 (padding counted). With a gradient on CPU it runs as a depth-wise
+    convolution with weights 1/9: the same sums (equal to float rounding), and a backward ~3x faster
+    than PyTorch's CPU ``avg_pool2d`` backward."""
+    if (x.requires_grad and torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+            and x.ndim == 4 and not (torch.jit.is_tracing() or torch.jit.is_scripting())):
+        channels = x.shape[1]
+        return F.conv2d(x, x.new_full((channels, 1, 3, 3), 1.0 / 9.0), None, 2, 1, 1, channels)
     return F.avg_pool2d(x, 3, stride=2, padding=1)
 
 
@@ -444,13 +451,12 @@ class PyramidPool(nn.Module):
         depth-wise pyramid convs run on oneDNN's channels-last kernels (4-5x faster there at 10-32
         channels, forward and backward). Float sums run in another order; the values agree to rounding."""
         norm, act = self.merge_layer[0].br
+        scale, shift = _frozen_norm(norm)
         n = branches[0].shape[1]
         parts = []
         for k, y in enumerate(branches):
             part = slice(k * n, (k + 1) * n)
-            y = F.batch_norm(y, norm.running_mean[part], norm.running_var[part], norm.weight[part],
-                             norm.bias[part], False, 0.0, norm.eps)
-            parts.append(F.prelu(y, act.weight[part]).permute(0, 2, 3, 1))
+            parts.append(norm_prelu(y, scale[part], shift[part], act.weight[part]).permute(0, 2, 3, 1))
         shuffled = torch.stack(parts, dim=-1).flatten(-2).permute(0, 3, 1, 2)
         return self.merge_layer[3](self.merge_layer[2](shuffled).contiguous())
 

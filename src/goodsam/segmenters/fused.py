@@ -13,6 +13,7 @@ layouts or dtypes, without a gradient and while tracing, PyTorch's functions run
 from __future__ import annotations
 
 import ctypes
+import math
 from pathlib import Path
 
 import torch
@@ -27,18 +28,27 @@ LIBRARY = NativeLibrary(SOURCE, {
     "upsample_bilinear_backward": [_p, _p, _i64, _i64, _i64, _i64, _i64, _p, _p, _p, _p, _p, _p, _p],
     "norm_prelu_forward": [_p, _p, _p, _p, _p, _i64, _i64, _i64],
     "norm_prelu_backward": [_p, _p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64, _i64],
+    "norm_prelu_forward_nhwc": [_p, _p, _p, _p, _p, _i64, _i64],
+    "norm_prelu_backward_nhwc": [_p, _p, _p, _p, _p, _p, _p, _p, _p, _i64, _i64],
 })
+MAX_PERIOD = 256  # the channels-last loops' pattern buffers (nn_kernels.c)
 
 
-def _fused(x: torch.Tensor, *params: torch.Tensor) -> bool:
-    """Whether a call on ``(N, C, H, W)`` ``x`` records the fused backward: CPU float32, not channels-last
-    (its gradient comes back NCHW), a gradient to compute, not tracing, and the library built."""
-    if x.ndim != 4 or (x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
-        return False
+def _wants_gradient(x: torch.Tensor, *params: torch.Tensor) -> bool:
+    """Whether a call records a fused backward: CPU float32, a gradient to compute, not tracing, and
+    the library built."""
     return (torch.is_grad_enabled()
             and (x.requires_grad or any(p.requires_grad for p in params))
             and not (torch.jit.is_tracing() or torch.jit.is_scripting())
             and LIBRARY.usable(x, *params))
+
+
+def _fused(x: torch.Tensor, *params: torch.Tensor) -> bool:
+    """:func:`_wants_gradient` for an ``(N, C, H, W)`` ``x`` that is not channels-last (the fused
+    backward's gradient comes back NCHW)."""
+    if x.ndim != 4 or (x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+        return False
+    return _wants_gradient(x, *params)
 
 
 class _PReLU(torch.autograd.Function):
@@ -67,29 +77,52 @@ def prelu(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.prelu(x, weight)
 
 
+def _pattern(values: torch.Tensor, period: int) -> torch.Tensor:
+    """Per-channel ``values`` repeated over ``period`` floats (the channels-last kernels' layout)."""
+    return values.detach().float().repeat(period // values.numel()).contiguous()
+
+
 class _NormPReLU(torch.autograd.Function):
+    """``prelu(x * scale + shift, slope)`` per channel for NCHW or channels-last ``x`` (gradient in the
+    same layout): the NCHW loops walk channel planes, the channels-last ones a pattern of period
+    ``lcm(C, 16)``."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, slope: torch.Tensor):
-        params = [t.detach().contiguous() for t in (scale, shift, slope)]
+        channels = x.shape[1]
+        ctx.nhwc = not x.is_contiguous()
+        ctx.period = math.lcm(channels, 16) if ctx.nhwc else channels
+        if ctx.nhwc:
+            params = [_pattern(t, ctx.period) for t in (scale, shift, slope)]
+        else:
+            params = [t.detach().float().contiguous() for t in (scale, shift, slope)]
         ctx.save_for_backward(x, *params)
         ctx.slope_shape = slope.shape
         out = torch.empty_like(x)
-        batch, channels, height, width = x.shape
-        LIBRARY.get().norm_prelu_forward(x.data_ptr(), *(t.data_ptr() for t in params), out.data_ptr(),
-                                         batch * channels, channels, height * width)
+        lib = LIBRARY.get()
+        if ctx.nhwc:
+            lib.norm_prelu_forward_nhwc(x.data_ptr(), *(t.data_ptr() for t in params), out.data_ptr(),
+                                        x.numel(), ctx.period)
+        else:
+            lib.norm_prelu_forward(x.data_ptr(), *(t.data_ptr() for t in params), out.data_ptr(),
+                                   x.shape[0] * channels, channels, x.shape[2] * x.shape[3])
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, scale, shift, slope = ctx.saved_tensors
-        grad = grad.contiguous()
-        batch, channels, height, width = x.shape
+        channels = x.shape[1]
+        grad = grad.contiguous(memory_format=torch.channels_last if ctx.nhwc else torch.contiguous_format)
         grad_x = torch.empty_like(x)
-        sums = torch.zeros(3, channels, dtype=torch.float64)  # scale, shift, slope
-        LIBRARY.get().norm_prelu_backward(x.data_ptr(), grad.data_ptr(), scale.data_ptr(), shift.data_ptr(),
-                                          slope.data_ptr(), grad_x.data_ptr(), sums[0].data_ptr(),
-                                          sums[1].data_ptr(), sums[2].data_ptr(), batch * channels,
-                                          channels, height * width)
+        sums = torch.zeros(3, ctx.period, dtype=torch.float64)  # scale, shift, slope
+        pointers = (x.data_ptr(), grad.data_ptr(), scale.data_ptr(), shift.data_ptr(), slope.data_ptr(),
+                    grad_x.data_ptr(), sums[0].data_ptr(), sums[1].data_ptr(), sums[2].data_ptr())
+        if ctx.nhwc:
+            LIBRARY.get().norm_prelu_backward_nhwc(*pointers, x.numel(), ctx.period)
+            sums = sums.view(3, ctx.period // channels, channels).sum(1)
+        else:
+            LIBRARY.get().norm_prelu_backward(*pointers, x.shape[0] * channels, channels,
+                                              x.shape[2] * x.shape[3])
         sums = sums.to(x.dtype)
         return grad_x, sums[0], sums[1], sums[2].view(ctx.slope_shape)
 
@@ -97,8 +130,12 @@ class _NormPReLU(torch.autograd.Function):
 def norm_prelu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                slope: torch.Tensor) -> torch.Tensor:
     """``F.prelu(x * scale + shift, slope)`` with per-channel ``scale``/``shift`` (a frozen batch norm)
-    and ``slope``; on CPU with a gradient, one fused pass forward and one backward."""
-    if slope.numel() == x.shape[1] and x.is_contiguous() and _fused(x, scale, shift, slope):
+    and ``slope``, ``x`` NCHW or channels-last; on CPU with a gradient, one fused pass forward and one
+    backward."""
+    channels = x.shape[1] if x.ndim == 4 else 0
+    layout_ok = x.ndim == 4 and (x.is_contiguous() or (x.is_contiguous(memory_format=torch.channels_last)
+                                                       and math.lcm(channels, 16) <= MAX_PERIOD))
+    if layout_ok and slope.numel() == channels and _wants_gradient(x, scale, shift, slope):
         return _NormPReLU.apply(x, scale, shift, slope)
     view = (1, -1, 1, 1)
     return F.prelu(torch.addcmul(shift.view(view), x, scale.view(view)), slope)

@@ -145,3 +145,63 @@ void norm_prelu_backward(const float *x, const float *g, const float *scale, con
         grad_slope[c] += sum_slope;
     }
 }
+
+/* The same two loops for channels-last (NHWC) arrays of n floats, where the channel of element i is
+ * i % C: the per-channel scale, shift and slope come as patterns of period L = lcm(C, 16) floats, and
+ * the backward's sums are kept per pattern position (acc_*: L doubles each, zeroed by the caller; the
+ * caller folds position j into channel j % C). n is a multiple of C. */
+void norm_prelu_forward_nhwc(const float *x, const float *scale, const float *shift, const float *slope,
+                             float *out, int64_t n, int64_t period) {
+    int64_t i = 0;
+    for (; i + W <= n; i += W) {
+        const int64_t k = i % period;
+        const v16 t = load(x + i) * load(scale + k) + load(shift + k);
+        const v16i positive = t > 0.0f;
+        store(out + i, (v16)(((v16i)t & positive) | ((v16i)(t * load(slope + k)) & ~positive)));
+    }
+    for (; i < n; i++) {
+        const int64_t k = i % period;
+        const float t = x[i] * scale[k] + shift[k];
+        out[i] = t > 0.0f ? t : slope[k] * t;
+    }
+}
+
+#define FLUSH 4096 /* floats summed per pattern position in float before adding to the double sums */
+
+void norm_prelu_backward_nhwc(const float *x, const float *g, const float *scale, const float *shift,
+                              const float *slope, float *grad_x, double *acc_scale, double *acc_shift,
+                              double *acc_slope, int64_t n, int64_t period) {
+    float part_scale[256], part_shift[256], part_slope[256]; /* period <= 256 (checked by the caller) */
+    int64_t i = 0;
+    while (i < n) {
+        memset(part_scale, 0, sizeof part_scale);
+        memset(part_shift, 0, sizeof part_shift);
+        memset(part_slope, 0, sizeof part_slope);
+        const int64_t block_end = (n - i > FLUSH * period) ? i + FLUSH * period : n;
+        for (; i + W <= block_end; i += W) {
+            const int64_t k = i % period;
+            const v16 xv = load(x + i), gv = load(g + i), s = load(scale + k);
+            const v16 t = xv * s + load(shift + k);
+            const v16i positive = t > 0.0f;
+            const v16 gd = (v16)(((v16i)gv & positive) | ((v16i)(gv * load(slope + k)) & ~positive));
+            store(grad_x + i, gd * s);
+            store(part_scale + k, load(part_scale + k) + gd * xv);
+            store(part_shift + k, load(part_shift + k) + gd);
+            store(part_slope + k, load(part_slope + k) + (v16)((v16i)(t * gv) & ~positive));
+        }
+        for (; i < block_end; i++) {
+            const int64_t k = i % period;
+            const float t = x[i] * scale[k] + shift[k];
+            const float gd = t > 0.0f ? g[i] : slope[k] * g[i];
+            grad_x[i] = gd * scale[k];
+            part_scale[k] += gd * x[i];
+            part_shift[k] += gd;
+            if (!(t > 0.0f)) part_slope[k] += t * g[i];
+        }
+        for (int64_t k = 0; k < period; k++) {
+            acc_scale[k] += part_scale[k];
+            acc_shift[k] += part_shift[k];
+            acc_slope[k] += part_slope[k];
+        }
+    }
+}
