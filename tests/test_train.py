@@ -225,6 +225,28 @@ def test_nano_three_steps_decrease_loss(nano_data: tuple[Path, Path], tmp_path: 
         torch.testing.assert_close(model.segment(image).logits, trained.segment(image).logits)
 
 
+def test_ta_checkpointing_gives_the_same_step(nano_data: tuple[Path, Path], tmp_path: Path) -> None:
+    """``train.ta_checkpointing`` (the TA's windows one at a time, recomputed in the backward) trains the
+    same step: equal loss terms and TA gradients up to float rounding, and the same config hash."""
+    data, masks = nano_data
+    overrides = [*SMALL, "ta.scale=1.5", "train.ta_ema=null"]  # the TA adapts on its own targets
+    runs = {}
+    for flag in ("false", "true"):
+        cfg = load_config("nano-s0.5", [*overrides, f"train.ta_checkpointing={flag}"])
+        trainer = Trainer(cfg, data, masks, tmp_path / flag, progress=False, tensorboard=False)
+        terms = trainer.train_step(0)
+        grads = [p.grad.clone() for p in trainer.ta_module.parameters() if p.grad is not None]
+        runs[flag] = (cfg.hash(), terms, grads)
+        trainer.close()
+    (hash_a, terms_a, grads_a), (hash_b, terms_b, grads_b) = runs["false"], runs["true"]
+    assert hash_a == hash_b and terms_a.keys() == terms_b.keys() and terms_a["eq6_ta_ensemble"] > 0
+    for key in terms_a:
+        assert terms_b[key] == pytest.approx(terms_a[key], rel=1e-4, abs=1e-6), key
+    assert len(grads_a) == len(grads_b) > 100
+    for a, b in zip(grads_a, grads_b, strict=True):  # rounding (batches of one window) moves a few pixels
+        assert float((a - b).norm()) <= 1e-3 * float(a.norm()) + 1e-9
+
+
 def test_changed_config_refuses_resume(nano_data: tuple[Path, Path], tmp_path: Path) -> None:
     data, masks = nano_data
     cfg = load_config("nano-s0.5", SMALL)

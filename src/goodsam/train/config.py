@@ -49,7 +49,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 # Keys that do not change what is computed: they may differ when a run is resumed.
 NON_SEMANTIC_KEYS = ("name", "description", "train.steps", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.log_every", "train.progress", "train.target_cache")
+                     "train.log_every", "train.progress", "train.target_cache", "train.ta_checkpointing")
 # Keys added after runs were made: at these values they compute what the older configs did, so they
 # stay out of the hash and those runs still resume.
 ADDED_KEY_DEFAULTS = {"ta.scale": 1.0, "student.scale": 1.0, "fusion.ta_confidence": None,
@@ -387,6 +387,10 @@ class TrainSection(Section):
     # With ta_ema 1.0: a folder caching the frozen target TA's window logits (shared by runs; the files
     # say what made them). null: computed every step.
     target_cache: OptStr = None
+    # Run the adapting TA's windows one at a time under activation checkpointing (recomputed during the
+    # backward): the memory of one window's activations instead of all of them, for about a third more
+    # TA time; for TA input scales whose activations do not fit. One process only (no DDP).
+    ta_checkpointing: Bool = False
 
 
 class TrainConfig(Section):

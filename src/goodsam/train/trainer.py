@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from torch import nn
 from tqdm import tqdm
 
@@ -188,6 +189,9 @@ class Trainer:
             self.target_cache = TargetLogitCache(config.train.target_cache, identity)
         self.ta_terms_on = any(self.weights.term_weights()[name] for name in TA_TERMS)
         self._frozen_targets: dict[int, PanoramaTargets] = {}
+        if config.train.ta_checkpointing and self.info.world_size > 1:
+            raise ConfigError("train.ta_checkpointing runs in one process: train without torchrun "
+                              "(or with --nproc_per_node=1)")
         self.ta = wrap_ddp(self.ta_module, self.info, self.device)
         self.student = wrap_ddp(self.student_module, self.info, self.device)
         self.monitor: RunMonitor | None = None
@@ -303,8 +307,17 @@ class Trainer:
         return targets, ta_logits
 
     def _ta_logits(self, model: nn.Module, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-        """TA logits ``(N, C, H, w)`` of float RGB windows at the TA's input scale (``ta.scale``)."""
-        return forward_at_scale(lambda x: model(module.preprocess(x)).logits, windows, self.ta_scale).float()
+        """TA logits ``(N, C, H, w)`` of float RGB windows at the TA's input scale (``ta.scale``); with a
+        gradient and ``train.ta_checkpointing``, one window at a time under activation checkpointing."""
+        def forward(images: torch.Tensor) -> torch.Tensor:
+            logits = forward_at_scale(lambda x: model(module.preprocess(x)).logits, images, self.ta_scale)
+            return logits.float()
+
+        if self.config.train.ta_checkpointing and torch.is_grad_enabled():
+            checkpoint = torch.utils.checkpoint.checkpoint
+            return torch.cat([checkpoint(forward, windows[i:i + 1], use_reentrant=False)
+                              for i in range(len(windows))])
+        return forward(windows)
 
     def _update_ema(self) -> None:
         """``ema = d·ema + (1 - d)·ta`` for parameters; buffers (batch-norm statistics) copied."""
