@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from goodsam.dar import (
+    boundary_disagreement_loss,
     boundary_enhanced_loss,
+    boundary_from_logits,
     fuse,
     soft_boundary_from_probs,
     soft_boundary_map,
@@ -52,23 +54,38 @@ def _masks(layout, generator: torch.Generator) -> list[MaskSet]:
     return sets
 
 
+def _eq2_per_overlap(ta: torch.Tensor, layout, refined: list[torch.Tensor], form: str) -> torch.Tensor:
+    """Eq. 2 overlap by overlap with the public functions, in the paper's or the disagreement form."""
+    losses = []
+    for (a, c), b in zip(overlap_pairs(ta, layout), refined, strict=True):
+        soft = [soft_boundary_map(a), soft_boundary_map(c)]
+        if form == "disagreement":
+            hard = [boundary_from_logits(a.detach()), boundary_from_logits(c.detach())]
+            losses.append(boundary_disagreement_loss(b, soft, hard))
+        else:
+            losses.append(boundary_enhanced_loss(b, *soft))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("form", ["paper", "disagreement"])
 @pytest.mark.parametrize("width, window, stride, wrap", [(64, 16, 8, False), (70, 16, 8, False),
                                                          (64, 16, 8, True)])
 def test_batched_overlap_terms_equal_the_per_overlap_equations(width: int, window: int, stride: int,
-                                                               wrap: bool) -> None:
+                                                               wrap: bool, form: str) -> None:
     """eq. 1, 2, 7 from panorama_losses (one softmax, views of all overlaps) vs the public per-overlap
-    functions, values and gradients, on a regular, an odd-width (unequal overlaps) and a wrapped layout."""
+    functions, values and gradients, on a regular, an odd-width (unequal overlaps) and a wrapped layout,
+    in both boundary forms (the paper's; only where the hard boundary and B_ref disagree)."""
     generator = torch.Generator().manual_seed(1)
     layout = sliding_windows(6, width, window, stride, wrap)
     ta = torch.randn((layout.num_windows, 5, 6, window), generator=generator, requires_grad=True)
     student = torch.randn((5, 6, width), generator=generator, requires_grad=True)
     sam = [torch.rand((6, o.width), generator=generator) > 0.7 for o in layout.overlaps]
     targets = panorama_targets(ta, layout, _masks(layout, generator), sam)
-    terms = panorama_losses(student, ta, layout, targets, LossWeights())
+    terms = panorama_losses(student, ta, layout, targets, LossWeights(boundary_form=form))
     eq1 = window_consistency_loss(ta, layout)
-    eq2 = torch.stack([boundary_enhanced_loss(b, soft_boundary_map(a), soft_boundary_map(c))
-                       for (a, c), b in zip(overlap_pairs(ta, layout), targets.refined, strict=True)]).mean()
-    eq7 = student_boundary_loss(crop_overlaps(student, layout), targets.refined)
+    eq2 = _eq2_per_overlap(ta, layout, targets.refined, form)
+    eq7 = student_boundary_loss(crop_overlaps(student, layout), targets.refined, form)
+    assert eq2 > 0 and eq7 > 0
     for name, expected, source in (("eq1_consistency", eq1, ta), ("eq2_boundary_enhanced", eq2, ta),
                                    ("eq7_student_boundary", eq7, student)):
         torch.testing.assert_close(terms[name], expected)

@@ -12,6 +12,7 @@ the autograd formulas (the same operations), the gradient is the same as autogra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -88,16 +89,19 @@ class _OverlapTerms(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, probs: torch.Tensor, left: Crops, right: Crops | None, target: torch.Tensor | None,
-                consistency: bool):
+                consistency: bool, where: tuple[torch.Tensor, ...] | None):
         ctx.set_materialize_grads(False)  # an output no loss uses gets no backward work
         crops = [left.take(probs)] + ([right.take(probs)] if right is not None else [])
         parts = [soft_boundary_parts(crop) for crop in crops] if target is not None else []
         mse = (((crops[0] - crops[1]) ** 2).flatten(1).mean(1) if right is not None and consistency
                else probs.new_zeros(len(left.sources)))
-        sums = [(target - p["out"]).abs().flatten(1).sum(1) for p in parts]
+        distances = [(target - p["out"]).abs() for p in parts]
+        if where is not None:  # only the pixels each side's weights keep
+            distances = [d * w for d, w in zip(distances, where, strict=False)]
+        sums = [d.flatten(1).sum(1) for d in distances]
         while len(sums) < 2:
             sums.append(probs.new_zeros(len(left.sources)))
-        ctx.left, ctx.right, ctx.parts, ctx.shape = left, right, parts, probs.shape
+        ctx.left, ctx.right, ctx.parts, ctx.shape, ctx.where = left, right, parts, probs.shape, where
         ctx.save_for_backward(*crops, *([target] if target is not None else []))
         return mse, sums[0], sums[1]
 
@@ -117,15 +121,18 @@ class _OverlapTerms(torch.autograd.Function):
         for k, (parts, grad_sum) in enumerate(zip(ctx.parts, (grad_left_sum, grad_right_sum), strict=False)):
             if grad_sum is not None:
                 grad_out = -(grad_sum.view(-1, 1, 1) * (target - parts["out"]).sgn())
+                if ctx.where is not None:
+                    grad_out = grad_out * ctx.where[k]
                 _soft_boundary_backward(grad_out, parts, grads[k])
         for side, grad in zip(sides, grads, strict=True):
             if not side.regular:
                 side.add_into(buffer, grad)
-        return buffer, None, None, None, None
+        return buffer, None, None, None, None, None
 
 
 def overlap_terms(probs: torch.Tensor, left: Crops, right: Crops | None = None,
-                  target: torch.Tensor | None = None, consistency: bool = True
+                  target: torch.Tensor | None = None, consistency: bool = True,
+                  where: Sequence[torch.Tensor] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(mse, l1_left, l1_right)``, each ``(K,)``, of the crops ``left`` and ``right`` of ``probs``.
 
@@ -134,7 +141,11 @@ def overlap_terms(probs: torch.Tensor, left: Crops, right: Crops | None = None,
     ``l1_*[k]``: ``sum_x |target[k](x) - b~(x)|`` with ``b~`` the soft boundary
     (:func:`goodsam.dar.soft_boundary_from_probs`) of that crop (zeros without ``target``), the
     numerators of eq. 2 (both crops) and eq. 7 (one crop). Differentiable w.r.t. ``probs``.
+    ``where``: per side, ``(K, H, w)`` pixel weights of those sums (the ``disagreement`` form's pixels,
+    :func:`goodsam.dar.boundary_disagreement_loss`); None: every pixel.
     """
     if target is not None:
         target = target.to(probs)
-    return _OverlapTerms.apply(probs, left, right, target, consistency)
+    if where is not None:
+        where = tuple(w.to(probs) for w in where)
+    return _OverlapTerms.apply(probs, left, right, target, consistency, where)

@@ -20,13 +20,14 @@ from __future__ import annotations
 import torch
 
 from goodsam.dar.fusion import IGNORE_INDEX
+from goodsam.fastops import channel_argmax
 
 
 def keep_confident_ta(labels: torch.Tensor, weights: torch.Tensor, logits: torch.Tensor,
                       threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``E``/``M`` ``(H, W)`` with the TA's label wherever its top probability is >= ``threshold``."""
     probs = logits.detach().float().softmax(dim=0)
-    top, ta_labels = probs.max(dim=0)
+    top, ta_labels = probs.amax(dim=0), channel_argmax(probs, dim=0)  # = probs.max(dim=0), faster
     confident = (top >= threshold) & (labels != IGNORE_INDEX)
     changed = confident & (ta_labels != labels)
     return torch.where(confident, ta_labels, labels), torch.where(changed, torch.zeros_like(weights), weights)
@@ -36,13 +37,13 @@ def ta_labels_where_uncertain(labels: torch.Tensor, weights: torch.Tensor, logit
                               ) -> tuple[torch.Tensor, torch.Tensor]:
     """``E``/``M`` with the TA's argmax on every labelled pixel of weight 0 (CTCF's unsure masks)."""
     unsure = (labels != IGNORE_INDEX) & (weights < 1.0)
-    return torch.where(unsure, logits.detach().argmax(dim=0), labels), weights
+    return torch.where(unsure, channel_argmax(logits.detach(), dim=0), labels), weights
 
 
 def keep_ta_classes(labels: torch.Tensor, weights: torch.Tensor, logits: torch.Tensor,
                     classes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """``E``/``M`` with the TA's label wherever its argmax is one of ``classes`` (labelled pixels only)."""
-    ta_labels = logits.detach().argmax(dim=0)
+    ta_labels = channel_argmax(logits.detach(), dim=0)
     kept = torch.isin(ta_labels, torch.tensor(classes, device=ta_labels.device)) & (labels != IGNORE_INDEX)
     changed = kept & (ta_labels != labels)
     return torch.where(kept, ta_labels, labels), torch.where(changed, torch.zeros_like(weights), weights)

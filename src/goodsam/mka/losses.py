@@ -25,7 +25,6 @@ import torch
 
 from goodsam.dar import (
     boundary_disagreement_loss,
-    boundary_enhanced_loss,
     boundary_from_logits,
     fuse,
     refine_from_logits,
@@ -204,16 +203,6 @@ def student_boundary_loss(student_overlap_logits: Sequence[torch.Tensor],
     return torch.stack(losses).mean()
 
 
-def _ta_boundary_loss(b_ref: torch.Tensor, logits_i: torch.Tensor, logits_j: torch.Tensor,
-                      form: str) -> torch.Tensor:
-    """Eq. 2 on one overlap in the chosen form (``paper`` or ``disagreement``)."""
-    soft = [soft_boundary_map(logits_i), soft_boundary_map(logits_j)]
-    if form == "disagreement":
-        hard = [boundary_from_logits(logits_i.detach()), boundary_from_logits(logits_j.detach())]
-        return boundary_disagreement_loss(b_ref, soft, hard)
-    return boundary_enhanced_loss(b_ref, *soft)
-
-
 def _overlaps_by_width(layout: WindowLayout) -> list[list[int]]:
     """Overlap indices grouped by overlap width (one group for a regular layout), in order."""
     groups: dict[int, list[int]] = {}
@@ -244,23 +233,34 @@ def _per_overlap_mean(values: list[tuple[list[int], torch.Tensor]]) -> torch.Ten
     return stacked[torch.as_tensor(np.argsort(order), device=stacked.device)].mean()
 
 
+def _disagreement(target: torch.Tensor, logit_crops: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Per crop stack ``(K, C, H, w)``: the pixels where its hard boundary and ``B_ref`` ``(K, H, w)``
+    disagree (the ``disagreement`` form's pixels, :func:`goodsam.dar.boundary_disagreement_loss`)."""
+    target = target.bool()
+    return tuple(target ^ boundary_from_logits(crops.detach()) for crops in logit_crops)
+
+
 def _student_boundary_terms(student_logits: torch.Tensor, layout: WindowLayout,
-                            refined: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Eq. 7 (:func:`student_boundary_loss`) on all overlaps at once, per group of equal widths."""
+                            refined: Sequence[torch.Tensor], form: str = "paper") -> torch.Tensor:
+    """Eq. 7 (:func:`student_boundary_loss`, either form) on all overlaps at once, per group of equal
+    widths."""
     parts = []
     for group in _overlaps_by_width(layout):
-        probs = _panorama_overlap_crops(student_logits, layout, group).softmax(dim=1)
+        crops = _panorama_overlap_crops(student_logits, layout, group)
+        probs = crops.softmax(dim=1)
         target = torch.stack([refined[k] for k in group]).detach().to(probs)
-        count = target.flatten(1).sum(1).clamp(min=1.0)
         whole = Crops(tuple(range(len(group))), (0,) * len(group), probs.shape[-1])
-        _, distance, _ = overlap_terms(probs, whole, target=target)
-        parts.append((group, distance / count))
+        where = _disagreement(target, [crops]) if form == "disagreement" else None
+        _, distance, _ = overlap_terms(probs, whole, target=target, where=where)
+        counted = target if where is None else where[0]
+        parts.append((group, distance / counted.flatten(1).sum(1).to(probs).clamp(min=1.0)))
     return _per_overlap_mean(parts)
 
 
 def _ta_overlap_terms(ta_window_logits: torch.Tensor, layout: WindowLayout, refined: Sequence[torch.Tensor],
-                      consistency: bool, boundary: bool) -> dict[str, torch.Tensor]:
-    """Eq. 1 and eq. 2 on all overlaps at once, from one softmax of the TA's window logits."""
+                      consistency: bool, boundary: bool, form: str = "paper") -> dict[str, torch.Tensor]:
+    """Eq. 1 and eq. 2 (either form) on all overlaps at once, from one softmax of the TA's window
+    logits."""
     probs = ta_window_logits.float().softmax(dim=-3)
     eq1, eq2 = [], []
     for group in _overlaps_by_width(layout):
@@ -269,12 +269,16 @@ def _ta_overlap_terms(ta_window_logits: torch.Tensor, layout: WindowLayout, refi
         left = Crops(tuple(o.left for o in overlaps), tuple(o.left_offset for o in overlaps), width)
         right = Crops(tuple(o.right for o in overlaps), tuple(o.right_offset for o in overlaps), width)
         target = torch.stack([refined[k] for k in group]).to(probs) if boundary else None
-        mse, distance_left, distance_right = overlap_terms(probs, left, right, target, consistency)
+        where = None
+        if boundary and form == "disagreement":
+            where = _disagreement(target, [left.take(ta_window_logits), right.take(ta_window_logits)])
+        mse, distance_left, distance_right = overlap_terms(probs, left, right, target, consistency, where)
         if consistency:
             eq1.append((group, mse))
         if boundary:
-            count = target.flatten(1).sum(1).clamp(min=1.0)
-            eq2.append((group, (distance_left + distance_right) / count))
+            count = (target.flatten(1).sum(1) if where is None
+                     else (where[0].flatten(1).sum(1) + where[1].flatten(1).sum(1)).to(probs))
+            eq2.append((group, (distance_left + distance_right) / count.clamp(min=1.0)))
     terms = {}
     if consistency:
         terms["eq1_consistency"] = _per_overlap_mean(eq1)
@@ -378,24 +382,15 @@ def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor
     if on["eq7_student_boundary"] and layout.num_overlaps:
         if len(targets.refined) != layout.num_overlaps:
             raise ValueError(f"{layout.num_overlaps} overlaps but {len(targets.refined)} B_ref maps")
-        if weights.boundary_form == "paper":  # all overlaps at once
-            terms["eq7_student_boundary"] = _student_boundary_terms(student_logits, layout, targets.refined)
-        else:
-            terms["eq7_student_boundary"] = student_boundary_loss(crop_overlaps(student_logits, layout),
-                                                                  targets.refined, weights.boundary_form)
+        terms["eq7_student_boundary"] = _student_boundary_terms(student_logits, layout, targets.refined,
+                                                                weights.boundary_form)  # all at once
     if on["eq6_ta_ensemble"]:
         terms["eq6_ta_ensemble"] = ta_ensemble_loss(ta_window_logits, targets.labels, targets.weights,
                                                     weights.high_conf_lambda)
     if (on["eq1_consistency"] or on["eq2_boundary_enhanced"]) and layout.num_overlaps:
         # eq. 1 and eq. 2 share one softmax of the TA's windows and view its overlap columns
-        paper_boundary = on["eq2_boundary_enhanced"] and weights.boundary_form == "paper"
         terms.update(_ta_overlap_terms(ta_window_logits, layout, targets.refined, on["eq1_consistency"],
-                                       paper_boundary))
-        if on["eq2_boundary_enhanced"] and not paper_boundary:
-            pairs = overlap_pairs(ta_window_logits.float(), layout)
-            terms["eq2_boundary_enhanced"] = torch.stack([
-                _ta_boundary_loss(b_ref, a, b, weights.boundary_form)
-                for (a, b), b_ref in zip(pairs, targets.refined, strict=True)]).mean()
+                                       on["eq2_boundary_enhanced"], weights.boundary_form))
     has_student = any(name in terms for name in STUDENT_TERMS)
     has_ta = any(name in terms for name in TA_TERMS)
     terms["student"] = student_total_loss(terms, weights) if has_student else _zero(student_logits)
