@@ -141,6 +141,12 @@ RUNS = {
     # windows per panorama does not fit this machine's memory and time)
     "ta_adapt_scale1": (["ta.scale=1", "train.target_cache={work}/targets_scale1"],
                         "TA adaptation (eq. 6 + 1 + 2) beside eq. 4 + 5 + 7, TA and student at scale 1"),
+    # the TA's adaptation at its chosen input scale (the acceptance line's inference mode): seven 1200x1536
+    # windows with gradient fit only one window at a time (activation checkpointing, one process; about
+    # 43 s per panorama and step on 2 cores, 10 GB; `benchmarks/train_step.py --config nano-s0.5 --set
+    # ta.scale=3 --set train.ta_checkpointing=true --batch 1 --panoramas 1 --threads 2`)
+    "ta_adapt": (["train.ta_checkpointing=true"],
+                 "TA adaptation (eq. 6 + 1 + 2) beside eq. 4 + 5 + 7, TA at its chosen scale"),
     # the TA's adaptation with the headline's fusion and boundary form (the chosen safeguards, the class
     # safeguard, the paper's form) instead of ``ta_adapt_scale1``'s: a candidate for the nano defaults
     "ta_adapt_headline_forms_scale1": (["ta.scale=1", "train.target_cache={work}/targets_scale1",
@@ -176,7 +182,7 @@ assert set(SEED_REPEATS) <= set(RUNS)
 # processes with the student at scale 3 need about 2 x 12 GB, past this machine's 24 GiB (OOM-killed twice).
 ONE_PROCESS = {"full_paper_boundary_student_scale3", "oracle_eq4_scale3",
                "full_paper_boundary_student_s1.0_scale3", "full_paper_boundary_student_scale3_objects",
-               "full_paper_boundary_student_scale3_objects_seed1"}
+               "full_paper_boundary_student_scale3_objects_seed1", "ta_adapt"}
 assert {*RUNS, *ORACLE_STAGES.values()} >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "sam_points", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa",
@@ -187,7 +193,8 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_full_paper_boundary_student_s1.0_scale3", "fusion_own", "split_gap",
           "fusion_objects", "run_full_paper_boundary_student_scale3_objects",
           "run_full_paper_boundary_student_scale3_objects_seed1", "run_paper_scale1",
-          "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "overlays", "report")
+          "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "run_ta_adapt", "overlays",
+          "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).

@@ -69,7 +69,7 @@ TA_RUN = "ta_adapt_scale1"  # the run in which the TA adapts (eq. 6 + 1 + 2)
 # without the TA's adaptation: the paper's own test of that component, at scale 1.
 PAPER_RUN, PAPER_TA_FROZEN = "paper_scale1", "paper_ta_frozen_scale1"
 # the runs whose adapted TA the acceptance table reads (first: the line; the others beside it)
-TA_RUNS = (TA_RUN, PAPER_RUN, "ta_adapt_headline_forms_scale1")
+TA_RUNS = (TA_RUN, PAPER_RUN, "ta_adapt_headline_forms_scale1", "ta_adapt")
 # The runs with the next zoo student (ESPNetv2-s1.0), beside the 0.08M student and never the
 # headline: the safeguarded corner at scale 2, and the headline run (chosen corner, scale 3) with it.
 LARGER_STUDENT_RUNS = ("full_student_s1.0", "full_paper_boundary_student_s1.0_scale3")
