@@ -64,15 +64,15 @@ class _PReLU(torch.autograd.Function):
         batch, channels, height, width = x.shape
         grad_x = torch.empty_like(x)
         grad_w = torch.zeros(channels, dtype=torch.float64)
-        LIBRARY.get().prelu_backward(x.data_ptr(), grad.data_ptr(), weight.contiguous().data_ptr(),
-                                     grad_x.data_ptr(), grad_w.data_ptr(), batch * channels, channels,
-                                     height * width)
+        slopes = weight.contiguous()  # held while the loop reads it
+        LIBRARY.get().prelu_backward(x.data_ptr(), grad.data_ptr(), slopes.data_ptr(), grad_x.data_ptr(),
+                                     grad_w.data_ptr(), batch * channels, channels, height * width)
         return grad_x, grad_w.to(weight.dtype).view_as(weight)
 
 
 def prelu(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``F.prelu(x, weight)`` (one slope per channel); on CPU with a gradient, the fused backward."""
-    if weight.numel() == x.shape[1] and x.is_contiguous() and _fused(x, weight):
+    if x.ndim == 4 and weight.numel() == x.shape[1] and x.is_contiguous() and _fused(x, weight):
         return _PReLU.apply(x, weight)
     return F.prelu(x, weight)
 
