@@ -24,7 +24,7 @@ from torch import nn
 
 from goodsam.imageio import MIN_IMAGE_SIDE
 from goodsam.segmenters.base import Segmenter, SegmenterOutput
-from goodsam.segmenters.fused import norm_prelu, prelu, upsample_bilinear
+from goodsam.segmenters.fused import cpu_gradient, norm_prelu, prelu, upsample_bilinear
 
 SCALES = ("0.5", "1.0", "1.5", "2.0")
 NUM_OUTPUTS = 20  # 19 Cityscapes trainIds + background/void
@@ -78,9 +78,7 @@ class Conv2d(nn.Conv2d):
     def _channels_last_backward(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
         """Whether this call takes the channels-last path (see the class docstring)."""
         return (self.groups > 1 and self.in_channels // self.groups >= 4 and self.kernel_size != (1, 1)
-                and x.device.type == "cpu" and x.ndim == 4 and x.dtype == torch.float32
-                and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-                and not (torch.jit.is_tracing() or torch.jit.is_scripting()))
+                and x.ndim == 4 and cpu_gradient(x, weight))
 
 
 def _frozen_norm(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -205,10 +203,7 @@ class DilatedDW(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        if (conv.stride == (1, 1) and conv.dilation[0] > 1 and x.device.type == "cpu" and x.ndim == 4
-                and x.dtype == torch.float32 and torch.is_grad_enabled()
-                and (x.requires_grad or conv.weight.requires_grad)
-                and not (torch.jit.is_tracing() or torch.jit.is_scripting())):
+        if conv.stride == (1, 1) and conv.dilation[0] > 1 and x.ndim == 4 and cpu_gradient(x, conv.weight):
             return _DilatedDepthwiseConv.apply(x, conv.weight, conv.dilation[0])
         return conv(x)
 
@@ -292,8 +287,7 @@ def _half(x: torch.Tensor) -> torch.Tensor:
     """3x3 average pooling at stride 2 (padding counted). With a gradient on CPU it runs as a depth-wise
     convolution with weights 1/9: the same sums (equal to float rounding), and a backward ~3x faster
     than PyTorch's CPU ``avg_pool2d`` backward."""
-    if (x.requires_grad and torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-            and x.ndim == 4 and not (torch.jit.is_tracing() or torch.jit.is_scripting())):
+    if x.ndim == 4 and cpu_gradient(x):
         channels = x.shape[1]
         return F.conv2d(x, x.new_full((channels, 1, 3, 3), 1.0 / 9.0), None, 2, 1, 1, channels)
     return F.avg_pool2d(x, 3, stride=2, padding=1)
