@@ -77,7 +77,7 @@ def test_acceptance_lines_are_computed_from_the_stage_results() -> None:
     assert _row(lines, "CVRG: student after")[1:] == [">= 42.8 and >= 59.7", "51.1", "no"]
     assert _row(lines, "eq. 5 lowers")[-1] == "yes"
     assert _row(lines, "CTCF over SSA")[-1] == "no (no seed spread measured)"  # CVRG 51.1 < 52.0
-    assert _row(lines, "fusion safeguards")[-1] == "not run"
+    assert _row(lines, "(beside) fusion safeguards")[-1] == "not run"
 
 
 def test_seed_repeats_give_the_spread_the_component_lines_are_read_with(tmp_path: Path) -> None:
@@ -241,7 +241,7 @@ def test_the_trained_students_validation_chooses_the_corner_and_its_component_li
     eq5 = _row(lines, "eq. 5 at the chosen corner")[2]
     assert eq5 == "proxy 30.0 vs 29.4, cvrg 54.0 vs 50.7, val 39.5 vs 38.7"
     assert _row(lines, "CTCF over SSA at the chosen corner")[-1] == "not run"  # full_paper_ssa missing
-    assert _row(lines, "eq. 7 lowers no number (full vs eq45)")[2].startswith("proxy 32.0 vs 29.9")  # beside
+    assert _row(lines, "(beside) eq. 7 lowers no number (full vs eq45)")[2].startswith("proxy 32.0 vs 29.9")
     text = write_report(tmp_path, state, tmp_path).read_text()
     row = "| paper CTCF | `full_paper_fusion`: 39.2 (31.0 / 55.0) | `full_paper`: **40.5** (30.5 / 57.0) |"
     assert row in text
@@ -460,5 +460,47 @@ def test_the_papers_run_gets_its_own_ta_lines_and_the_ta_adaptation_component_li
     assert _row(lines, "TA after its adaptation")[1:] == [">= 24.3", "25.0", "yes"]  # the line: ta_adapt
     assert _row(lines, "(beside: `paper_scale1`) TA after")[1:] == [">= 24.3", "13.4", "no"]
     assert _row(lines, "(beside: `paper_scale1`) no class")[2:] == ["pole 14.0 → 0.0", "no"]
-    row = _row(lines, "the TA's own adaptation")
+    row = _row(lines, "(beside) the TA's own adaptation as the paper runs it")
     assert row[2] == "proxy 11.3 vs 23.6, cvrg 46.8 vs 48.8, val 12.9 vs 27.9" and row[3].startswith("no")
+    safeguarded = _row(lines, "the TA's own adaptation (eq. 6 + 1 + 2 with the safeguards")
+    assert safeguarded[2:] == ["not run", "not run"]
+
+
+def test_the_safeguarded_ta_adaptation_is_the_component_line_and_the_glance_counts_the_lines(
+        tmp_path: Path) -> None:
+    """The TA adapting as the shipped method trains it (``ta_adapt``: safeguards, chosen scale) against the
+    frozen-TA run with the same student terms (``full``) is the component line; the report opens with the
+    headline numbers and the count of the issue's own lines (the ``(beside)`` rows not counted)."""
+    state = _state()
+    ta = {"proxy/ta_ta_adapt": _scores(40.4, road=93.0, pole=30.0), "cvrg/ta_ta_adapt": _scores(24.0)}
+    state["run_ta_adapt"] = _run("TA adaptation, chosen scale", 32.5, 51.5, 39.5, name="ta_adapt",
+                                 ta_scale="3", results=ta)
+    lines = acceptance_lines(summary_json(state), state)
+    row = _row(lines, "the TA's own adaptation (eq. 6 + 1 + 2 with the safeguards")
+    assert row[2:] == ["proxy 32.5 vs 32.0, cvrg 51.5 vs 51.1, val 39.5 vs 39.0", "yes"]
+    text = write_report(tmp_path, state, tmp_path).read_text()
+    glance = text[text.index("## At a glance"):text.index("## 1. TA input scale")]
+    assert "| TA as-is | windows, scale 3 | 40.2 | 20.5 |" in glance
+    assert "| student after `full`: full | whole, scale 2 | 32.0 | 51.1 |" in glance
+    assert ("| TA before → after its adaptation (`ta_adapt`) | windows, scale 3 | 40.2 → 40.4 | "
+            "20.5 → 24.0 |") in glance
+    # own lines: +8 yes, -2 no, TA after yes, pole falls no, CTCF yes, CVRG no, eq. 5 yes, eq. 7 no,
+    # CTCF over SSA no, the safeguarded TA adaptation yes; the (beside) rows are not counted
+    assert ("**5 of 10 of the issue's acceptance lines hold**; 5 do not hold: student after vs TA "
+            "windows") in glance
+
+
+def test_inference_modes_section_and_its_reason_in_the_glance(tmp_path: Path) -> None:
+    stage = {"models": ["espnetv2-s2.0", "espnetv2-s0.5"], "scale": "3",
+             "commands": [{"command": "python -m goodsam.cli eval espnetv2-s2.0 --out "
+                                      "x/eval/inference_modes/a", "seconds": 40.0, "rc": 0}],
+             "results": {"val/espnetv2-s2.0/whole": _scores(47.0),
+                         "val/espnetv2-s2.0/windows": _scores(48.4),
+                         "proxy/espnetv2-s2.0/windows": _scores(40.2),
+                         "val/espnetv2-s0.5/whole": _scores(37.1),
+                         "val/espnetv2-s0.5/windows": _scores(37.2)}}
+    text = write_report(tmp_path, {**_state(), "inference_modes": stage}, tmp_path).read_text()
+    assert "### 1d. Whole panorama against sliding windows at scale 3, before any training" in text
+    assert "| espnetv2-s2.0 | 47.0 | 48.4 | — | 40.2 |" in text
+    assert "| espnetv2-s0.5 | 37.1 | 37.2 | — | — |" in text
+    assert "espnetv2-s0.5 37.1 / 37.2 on validation, — / — on the proxy" in text

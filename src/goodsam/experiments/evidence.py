@@ -82,6 +82,7 @@ VARIANTS = (
 OBJECT_CLASSES = (5, 6, 7)
 OBJECTS_SAFEGUARD = f"fusion.ta_classes=[{', '.join(map(str, OBJECT_CLASSES))}]"
 SPLIT_GAP_MODELS = (TA, STUDENT, "espnetv2-s1.0")  # the TA and both students of the runs
+MODES_MODELS = (TA, STUDENT)  # the ``inference_modes`` diagnosis: whole panorama vs windows, untrained
 LEARNING_RATES = ("5e-5", "2e-4", "8e-4")  # the config's, a quarter and four times it
 SELECT_STEPS = 20
 LONG_STEPS = 240  # the full_long run: four times the 60-step schedule (about 1 hour on 2 cores)
@@ -193,8 +194,8 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_full_paper_boundary_student_s1.0_scale3", "fusion_own", "split_gap",
           "fusion_objects", "run_full_paper_boundary_student_scale3_objects",
           "run_full_paper_boundary_student_scale3_objects_seed1", "run_paper_scale1",
-          "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "run_ta_adapt", "overlays",
-          "report")
+          "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "run_ta_adapt",
+          "inference_modes", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -495,6 +496,24 @@ class Evidence:
                 args = eval_args(model, frames / "images", frames / "labels", out, windows=False)
                 jobs.append((f"{split}/{model}", out, args))
         return {"models": list(SPLIT_GAP_MODELS), "results": self.run_evals(jobs, "split_gap", record)}
+
+    def stage_inference_modes(self, record: list) -> dict:
+        """Diagnosis of "student >= TA windows - 2": the TA and the untrained student, each on the whole
+        panorama and with sliding windows, at the TA's chosen scale (the headline student's), on aachen
+        validation and the frankfurt proxy. Whether the TA's lead comes from seeing windows or from the
+        network. Chooses nothing."""
+        scale = self.state["scale_sweep"]["chosen"]
+        jobs = []
+        for model in MODES_MODELS:
+            for split, folder in (("val", "val"), ("proxy", "eval")):
+                data = self.work / "proxy" / folder
+                for mode in ("whole", "windows"):
+                    out = self.work / "eval" / "inference_modes" / f"{model}_{split}_{mode}"
+                    args = eval_args(model, data / "images", data / "labels", out, windows=mode == "windows",
+                                     scale=scale)
+                    jobs.append((f"{split}/{model}/{mode}", out, args))
+        return {"models": list(MODES_MODELS), "scale": scale,
+                "results": self.run_evals(jobs, "inference_modes", record)}
 
     def stage_fusion_eval(self, record: list) -> dict:
         start = time.perf_counter()
