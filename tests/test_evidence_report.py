@@ -504,3 +504,17 @@ def test_inference_modes_section_and_its_reason_in_the_glance(tmp_path: Path) ->
     assert "| espnetv2-s2.0 | 47.0 | 48.4 | — | 40.2 |" in text
     assert "| espnetv2-s0.5 | 37.1 | 37.2 | — | — |" in text
     assert "espnetv2-s0.5 37.1 / 37.2 on validation, — / — on the proxy" in text
+
+
+def test_a_component_line_reads_the_mean_of_two_seeds_when_both_runs_were_repeated() -> None:
+    state = _state()
+    state["run_eq4_seed1"] = _run("eq. 4 only, seed 1", 29.0, 51.0, 38.5, name="eq4_seed1")
+    state["run_eq45_seed1"] = _run("eq. 4 + 5, seed 1", 29.5, 52.0, 39.3, name="eq45_seed1")
+    lines = acceptance_lines(summary_json(state), state)
+    # eq45: (29.9 + 29.5) / 2 = 29.7, (51.6 + 52.0) / 2 = 51.8, (38.9 + 39.3) / 2 = 39.1;
+    # eq4: (29.4 + 29.0) / 2 = 29.2, (50.7 + 51.0) / 2 = 50.85, (38.7 + 38.5) / 2 = 38.6
+    assert _row(lines, "eq. 5 lowers no number (eq45 vs eq4), mean of seeds 0 and 1")[2:] == [
+        "proxy 29.7 vs 29.2, cvrg 51.8 vs 50.9, val 39.1 vs 38.6", "yes"]
+    assert _row(lines, "(beside) eq. 5 lowers no number (eq45 vs eq4), seed 0 alone")[2] == \
+        "proxy 29.9 vs 29.4, cvrg 51.6 vs 50.7, val 38.9 vs 38.7"
+    assert _row(lines, "eq. 7 lowers no number (full vs eq45)")[-1].startswith("no")  # full: no repeat here

@@ -171,6 +171,18 @@ RUNS = {
     "eq4_seed1": ([*EQ4_ONLY, f"train.seed={REPEAT_SEED}"], f"eq. 4 only, seed {REPEAT_SEED}"),
     "full_seed1": ([*STUDENT_ONLY, f"train.seed={REPEAT_SEED}"],
                    f"eq. 4 + 5 + 7 (all safeguards), seed {REPEAT_SEED}"),
+    # the runs of the component lines at the chosen corner (eq. 5: eq45 vs eq4; eq. 7: full_paper_boundary
+    # vs eq45; CTCF over SSA: full_paper_boundary vs full_paper_boundary_ssa) repeated, so that each line
+    # is read on the mean of two seeds (session 15: eq. 7 fell short by 0.9 on the proxy at seed 0, the
+    # seed spread then being 0.7)
+    "eq45_seed1": ([*STUDENT_ONLY, "loss.eq7_student_boundary=0", f"train.seed={REPEAT_SEED}"],
+                   f"eq. 4 + 5, seed {REPEAT_SEED}"),
+    "full_paper_boundary_seed1": ([*STUDENT_ONLY, "loss.boundary_form=paper", f"train.seed={REPEAT_SEED}"],
+                                  f"eq. 4 + 5 + 7, paper boundary form, seed {REPEAT_SEED}"),
+    "full_paper_boundary_ssa_seed1": ([*STUDENT_ONLY, "loss.boundary_form=paper", "fusion.method=ssa",
+                                       f"train.seed={REPEAT_SEED}"],
+                                      "eq. 4 + 5 + 7, paper boundary form, SSA instead of CTCF, seed "
+                                      f"{REPEAT_SEED}"),
     # the headline repeated: the noise of a comparison at the student's scale 3
     "full_paper_boundary_student_scale3_objects_seed1": (
         [*HEADLINE_SCALE3, OBJECTS_SAFEGUARD, f"train.seed={REPEAT_SEED}"],
@@ -195,7 +207,8 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "fusion_objects", "run_full_paper_boundary_student_scale3_objects",
           "run_full_paper_boundary_student_scale3_objects_seed1", "run_paper_scale1",
           "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "run_ta_adapt",
-          "inference_modes", "overlays", "report")
+          "inference_modes", "run_eq45_seed1", "run_full_paper_boundary_seed1",
+          "run_full_paper_boundary_ssa_seed1", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
