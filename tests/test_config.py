@@ -63,6 +63,17 @@ def test_overridden_config_hashes_are_unchanged(expected: str) -> None:
     assert load_config("nano-s0.5-paper", OVERRIDES[expected]).hash() == expected
 
 
+def test_soft_eq4_target_is_semantic_and_checked() -> None:
+    """``loss.eq4_target`` (added in session 15): 'hard' (the paper's) keeps every earlier hash, 'soft'
+    is another config, anything else a one-line ConfigError."""
+    paper = load_config("nano-s0.5-paper")
+    assert paper.loss.eq4_target == "hard"
+    assert load_config("nano-s0.5-paper", ["loss.eq4_target=hard"]).hash() == paper.hash()
+    assert load_config("nano-s0.5-paper", ["loss.eq4_target=soft"]).hash() != paper.hash()
+    with pytest.raises(ConfigError, match="loss.eq4_target must be hard or soft"):
+        load_config("nano-s0.5-paper", ["loss.eq4_target=kl"])
+
+
 def test_values_and_round_trip() -> None:
     semantic = ["data.void_rgb=[0,0,0]", "optim.student.lr=1e-4", "ta.weights=null"]
     cfg = load_config("nano-s0.5-paper", [*semantic, "train.target_cache=/tmp/cache"])

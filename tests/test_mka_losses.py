@@ -15,6 +15,7 @@ from goodsam.mka import (
     masked_cross_entropy,
     panorama_losses,
     panorama_targets,
+    soft_erp_distillation_loss,
     student_boundary_loss,
     student_ensemble_loss,
     student_total_loss,
@@ -50,6 +51,39 @@ def test_eq4_against_ta_argmax_and_no_grad_to_ta() -> None:
     assert ta.grad is None and student.grad is not None and student.grad.abs().sum() > 0
     perfect = onehot_logits(ta.detach().argmax(0), 19)
     assert erp_distillation_loss(perfect, ta).item() < 1e-6
+
+
+def test_soft_eq4_is_cross_entropy_against_the_tas_softmax() -> None:
+    """``loss.eq4_target: soft``: -sum_c p_TA log p_S per pixel, mean over the pixels outside the void;
+    its gradient is (p_S - p_TA) / pixels, none reaches the TA; a confident TA gives the hard eq. 4."""
+    torch.manual_seed(0)
+    ta = torch.randn(5, 3, 4, requires_grad=True)
+    student = torch.randn(5, 3, 4, requires_grad=True)
+    void = torch.zeros(3, 4, dtype=torch.bool)
+    void[:, 3] = True
+    loss = soft_erp_distillation_loss(student.log_softmax(0), ta, void)
+    p_ta, p_s = ta.detach().softmax(0), student.detach().softmax(0)
+    expected = -(p_ta * p_s.log()).sum(0)[~void].mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert ta.grad is None
+    torch.testing.assert_close(student.grad[:, ~void], ((p_s - p_ta) / 9)[:, ~void])
+    assert student.grad[:, void].abs().sum() == 0
+    confident = onehot_logits(ta.detach().argmax(0), 5, scale=50.0)
+    hard = erp_distillation_loss(student.detach(), confident)
+    soft = soft_erp_distillation_loss(student.detach().log_softmax(0), confident)
+    torch.testing.assert_close(soft, hard)
+
+
+def test_panorama_losses_take_the_soft_eq4_target_when_asked() -> None:
+    layout, ta, student, masks, sam = _toy_panorama()
+    targets = panorama_targets(ta, layout, masks, sam)
+    soft = panorama_losses(student, ta, layout, targets, LossWeights(eq4_target="soft"))
+    expected = soft_erp_distillation_loss(student.float().log_softmax(0), targets.ta_tiled)
+    torch.testing.assert_close(soft["eq4_erp"], expected)
+    hard = panorama_losses(student, ta, layout, targets, LossWeights())
+    assert not torch.allclose(hard["eq4_erp"], soft["eq4_erp"])
+    torch.testing.assert_close(hard["eq5_student_ensemble"], soft["eq5_student_ensemble"])
 
 
 def test_high_confidence_ensemble_definition() -> None:

@@ -56,6 +56,9 @@ class LossWeights:
     # eq. 2 / eq. 7 form: "paper" (L1 over the whole overlap / |B_ref|) or "disagreement" (only where the
     # model's hard boundary and B_ref differ; :func:`goodsam.dar.boundary_disagreement_loss`).
     boundary_form: str = "paper"
+    # eq. 4 target: "hard" (the paper's: CE against the argmax of the TA's tiled logits) or "soft" (CE
+    # against the TA's softmax, its whole distribution per pixel: knowledge distillation at temperature 1)
+    eq4_target: str = "hard"
 
     def term_weights(self) -> dict[str, float]:
         """The weights of the six loss terms (without λ and the boundary form)."""
@@ -149,6 +152,21 @@ def erp_distillation_loss(student_logits: torch.Tensor, ta_tiled_logits: torch.T
     The pseudo-labels are an argmax, so no gradient reaches the TA.
     """
     return _erp_from_log_probs(student_logits.float().log_softmax(dim=-3), ta_tiled_logits)
+
+
+def soft_erp_distillation_loss(student_log_probs: torch.Tensor, ta_tiled_logits: torch.Tensor,
+                               void: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 4 with soft targets (``loss.eq4_target: soft``; not the paper's): the cross-entropy of the
+    student's whole-ERP log-probabilities against the TA's softmax of its tiled window logits,
+    ``-sum_c p_TA(c) log p_S(c)``, averaged over the pixels outside ``void``. Its gradient is
+    ``p_S - p_TA``: the student learns the TA's whole distribution, not only its argmax. Detached targets."""
+    targets = ta_tiled_logits.detach().float().softmax(dim=-3)
+    per_pixel = -(targets * student_log_probs).sum(dim=-3)
+    if void is None:
+        return per_pixel.mean()
+    keep = ~void.to(per_pixel.device)
+    count = keep.sum()
+    return (per_pixel * keep).sum() / count.clamp(min=1)
 
 
 def _erp_from_log_probs(student_log_probs: torch.Tensor, ta_tiled_logits: torch.Tensor,
@@ -374,7 +392,8 @@ def panorama_losses(student_logits: torch.Tensor, ta_window_logits: torch.Tensor
     if on["eq4_erp"] or on["eq5_student_ensemble"]:
         log_probs = student_logits.log_softmax(dim=0)
     if on["eq4_erp"]:
-        terms["eq4_erp"] = _erp_from_log_probs(log_probs, targets.ta_tiled, targets.void)
+        eq4 = soft_erp_distillation_loss if weights.eq4_target == "soft" else _erp_from_log_probs
+        terms["eq4_erp"] = eq4(log_probs, targets.ta_tiled, targets.void)
     if on["eq5_student_ensemble"]:  # eq. 5 on the windows of the student's panorama (gathered, not copied)
         picked, valid = _window_pick(log_probs, layout, targets.labels)
         terms["eq5_student_ensemble"] = _ensemble_from_picked(picked, valid, targets.weights,

@@ -54,7 +54,7 @@ NON_SEMANTIC_KEYS = ("name", "description", "train.steps", "train.checkpoint_eve
 # stay out of the hash and those runs still resume.
 ADDED_KEY_DEFAULTS = {"ta.scale": 1.0, "student.scale": 1.0, "fusion.ta_confidence": None,
                       "fusion.uncertain": "paper", "fusion.ta_classes": None,
-                      "loss.boundary_form": "paper", "train.ta_ema": None}
+                      "loss.boundary_form": "paper", "train.ta_ema": None, "loss.eq4_target": "hard"}
 
 
 # ------------------------------------------------------------------------------------------ scalars
@@ -562,6 +562,7 @@ def validate(config: TrainConfig) -> TrainConfig:
          "fusion.ta_confidence must be in (0, 1] or null"),
         (config.loss.boundary_form in ("paper", "disagreement"),
          "loss.boundary_form must be paper or disagreement"),
+        (config.loss.eq4_target in ("hard", "soft"), "loss.eq4_target must be hard or soft"),
         (config.optim.student.lr >= 0 and config.optim.ta.lr >= 0, "learning rates must be >= 0"),
         (config.optim.grad_clip is None or config.optim.grad_clip > 0, "optim.grad_clip must be > 0 or null"),
         (all(v >= 0 for v in config.loss.term_weights().values()), "loss weights must be >= 0"),
