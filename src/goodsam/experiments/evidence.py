@@ -43,6 +43,7 @@ from goodsam.experiments.evidence_report import (
     ORACLE_STAGES,
     REPEAT_SEED,
     SEED_REPEATS,
+    SOFT_EQ4_RUN,
     headline_run,
     override_values,
     write_report,
@@ -183,6 +184,12 @@ RUNS = {
                                        f"train.seed={REPEAT_SEED}"],
                                       "eq. 4 + 5 + 7, paper boundary form, SSA instead of CTCF, seed "
                                       f"{REPEAT_SEED}"),
+    # the headline run with eq. 4 against the TA's softmax instead of its argmax (knowledge distillation at
+    # temperature 1, by principle: the student learns the TA's whole distribution per pixel); a candidate
+    # for the headline by the validation rule (session 15)
+    SOFT_EQ4_RUN: ([*HEADLINE_SCALE3, OBJECTS_SAFEGUARD, "loss.eq4_target=soft"],
+                   "eq. 4 + 5 + 7, paper boundary form, student at scale 3, TA kept on pole/light/sign, "
+                   "eq. 4 against the TA's softmax"),
     # the headline repeated: the noise of a comparison at the student's scale 3
     "full_paper_boundary_student_scale3_objects_seed1": (
         [*HEADLINE_SCALE3, OBJECTS_SAFEGUARD, f"train.seed={REPEAT_SEED}"],
@@ -195,7 +202,7 @@ assert set(SEED_REPEATS) <= set(RUNS)
 # processes with the student at scale 3 need about 2 x 12 GB, past this machine's 24 GiB (OOM-killed twice).
 ONE_PROCESS = {"full_paper_boundary_student_scale3", "oracle_eq4_scale3",
                "full_paper_boundary_student_s1.0_scale3", "full_paper_boundary_student_scale3_objects",
-               "full_paper_boundary_student_scale3_objects_seed1", "ta_adapt"}
+               "full_paper_boundary_student_scale3_objects_seed1", "ta_adapt", SOFT_EQ4_RUN}
 assert {*RUNS, *ORACLE_STAGES.values()} >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "sam_points", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa",
@@ -208,7 +215,7 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_full_paper_boundary_student_scale3_objects_seed1", "run_paper_scale1",
           "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "run_ta_adapt",
           "inference_modes", "run_eq45_seed1", "run_full_paper_boundary_seed1",
-          "run_full_paper_boundary_ssa_seed1", "overlays", "report")
+          "run_full_paper_boundary_ssa_seed1", f"run_{SOFT_EQ4_RUN}", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
