@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     rev = args.from_commit or subprocess.run(last, check=True, capture_output=True, text=True).stdout.strip()
     summary = json.loads(git_show(rev, f"{args.docs}/results.json"))
     markdown = git_show(rev, f"{args.docs}/results.md")
+    try:  # every run's per-class IoU (since session 15; before, section 5 of the report held them)
+        per_class = git_show(rev, f"{args.docs}/results/per_class_all.md")
+    except subprocess.CalledProcessError:
+        per_class = None
     source = f"{args.docs}/results.md + results.json at {rev} (values as reported, to 0.1)"
     records = read_records(args.docs)
     for stage in args.stages:
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if stage in records:
             print(f"{stage}: already recorded, left alone")
             continue
-        records[stage] = restored_record(stage, summary, markdown, args.docs, source)
+        records[stage] = restored_record(stage, summary, markdown, args.docs, source, per_class)
         print(f"{stage}: restored ({len(records[stage]['commands'])} commands)")
     write_records(args.docs, records)
     return 0

@@ -215,7 +215,8 @@ def test_run_records_come_back_from_the_report_they_wrote(tmp_path: Path) -> Non
         assert full[key] == state["run_full"][key]
     assert full["results"]["proxy/student_full"]["miou"] == 32.0 and full["restored"] == "test"
     assert [c["seconds"] for c in full["commands"]] == [840.0, 12.0]
-    ta = restored_record("run_ta_adapt_scale1", summary, markdown, tmp_path, "test")
+    per_class = (tmp_path / "results" / "per_class_all.md").read_text()
+    ta = restored_record("run_ta_adapt_scale1", summary, markdown, tmp_path, "test", per_class)
     assert ta["ta_scale"] == "1" and ta["results"]["proxy/ta_ta_adapt_scale1"]["miou"] == 25.0
     assert ta["results"]["proxy/ta_ta_adapt_scale1"]["per_class"] == {"road": 91.0, "pole": 6.0, "bus": 1.0}
     # The restored records make the same report lines.

@@ -730,6 +730,15 @@ def _inference_modes_lines(state: dict, root: Path) -> list[str]:
                     ""]
 
 
+def _per_class_table(columns: dict[str, dict]) -> list[str]:
+    """Classes as rows, one column per scored model (its ``per_class`` IoU)."""
+    lines = ["| class | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for cls in CITYSCAPES_CLASSES:
+        lines.append(f"| {cls} | " + " | ".join(_f(c.get("per_class", {}).get(cls)) for c in columns.values())
+                     + " |")
+    return lines
+
+
 def write_report(docs: Path, state: dict, root: Path) -> Path:
     """Write ``docs/results.md``, ``docs/results.json`` and the curves of the stage results ``state``
     (``docs/results_notes.md`` appended); commands are shown relative to the checkout ``root``."""
@@ -856,11 +865,17 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
             columns[f"TA after ({name})"] = run["results"].get(f"proxy/ta_{name}", {})
     for name, run in oracles.items():
         columns[name] = run["results"].get(f"proxy/student_{name}", {})
-    lines += ["## 5. Per-class IoU (frankfurt proxy)", "", "| class | " + " | ".join(columns) + " |",
-              "|---|" + "---|" * len(columns)]
-    sources = list(columns.values())
-    for cls in CITYSCAPES_CLASSES:
-        lines.append(f"| {cls} | " + " | ".join(_f(s.get("per_class", {}).get(cls)) for s in sources) + " |")
+    every = docs / "results" / "per_class_all.md"
+    every.parent.mkdir(parents=True, exist_ok=True)
+    every.write_text("\n".join(["# Per-class IoU on the frankfurt proxy, every model and run", "",
+                                 *_per_class_table(columns)]) + "\n")
+    shown_columns = [f"student before s{headline_scale}", "eq4", data["proxy"]["student_after_run"],
+                     f"TA after ({SAFEGUARDED_TA_RUN})", "oracle_eq4_scale3"]
+    key = {name: columns[name] for name in ["TA s1 windows", "TA chosen windows", *shown_columns]
+           if name in columns}
+    lines += ["## 5. Per-class IoU (frankfurt proxy)", "",
+              f"The headline models; every model and run: [results/{every.name}](results/{every.name}).", "",
+              *_per_class_table(key)]
     files = state.get("overlays", {}).get("files", [])
     shown = state.get("overlays", {}).get("student_run", "full")  # records before session 9: the full run
     if files:

@@ -25,8 +25,11 @@ def section(markdown: str, title: str) -> list[str]:
 
 
 def per_class_columns(markdown: str) -> dict[str, dict[str, float]]:
-    """Section 5: column name -> {class: IoU} (the classes shown as a number)."""
-    rows = [line for line in section(markdown, "5. Per-class") if line.startswith("| ")]
+    """The per-class table, column name -> {class: IoU} (the classes shown as a number): of
+    ``results/per_class_all.md`` (every run, since session 15), or of a report's section 5 (before that
+    every run was there; now the headline models only)."""
+    lines = section(markdown, "5. Per-class") if "\n## 5. Per-class" in markdown else markdown.splitlines()
+    rows = [line for line in lines if line.startswith("| ")]
     header = [cell.strip() for cell in rows[0].strip("|").split("|")]
     columns: dict[str, dict[str, float]] = {name: {} for name in header[1:]}
     for row in rows[1:]:  # the |---| line is not among them
@@ -79,9 +82,11 @@ def overlays_record(markdown: str, docs: Path, cmds: dict, source: str) -> dict:
     return {"files": files, "commands": cmds.get("overlays", []), "restored": source}
 
 
-def restored_record(stage: str, summary: dict, markdown: str, docs: Path, source: str) -> dict:
-    """The record of ``stage`` (``run_<name>``, ``oracle`` or ``overlays``) as the report shows it."""
+def restored_record(stage: str, summary: dict, markdown: str, docs: Path, source: str,
+                    per_class: str | None = None) -> dict:
+    """The record of ``stage`` (``run_<name>``, ``oracle`` or ``overlays``) as the report shows it;
+    ``per_class``: the text of the report's ``results/per_class_all.md`` where it has one."""
     cmds = commands(markdown)
     if stage == "overlays":
         return overlays_record(markdown, docs, cmds, source)
-    return run_record(stage, summary, per_class_columns(markdown), cmds, source)
+    return run_record(stage, summary, per_class_columns(per_class or markdown), cmds, source)
