@@ -358,6 +358,27 @@ def test_frozen_target_logits_are_cached_exactly(small_data: dict[str, Path], tm
     assert all(p.stat().st_mtime_ns != stamp[p.name] for p in cache.glob("*.safetensors"))
 
 
+def test_frozen_targets_are_made_once_per_panorama_while_the_ta_adapts(small_data: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """The nano default (targets from the frozen initial TA, the TA adapting with eq. 6 + 1 + 2): a
+    panorama's fused targets, B_ref and tiling are made on its first visit and kept; the losses, both
+    models' gradients and weights equal those of the run that makes them every step."""
+    runs = {}
+    for name, memoize in (("every_step", False), ("once", True)):
+        trainer = Trainer(load_config("nano-s0.5", SMALL), small_data["data"], small_data["masks"],
+                          tmp_path / name, progress=False, tensorboard=False)
+        assert trainer.ta_terms_on and trainer.memoize_targets
+        trainer.memoize_targets = memoize
+        history = trainer.fit(3).history  # two panoramas: steps 2 and 3 revisit them
+        runs[name] = ([(h["student"], h["ta"], h["grad_norm_ta"]) for h in history],
+                      [v.clone() for v in trainer.ta_module.state_dict().values()],
+                      len(trainer._frozen_targets))
+        trainer.close()
+    assert runs["once"][0] == runs["every_step"][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs["once"][1], runs["every_step"][1], strict=True))
+    assert (runs["once"][2], runs["every_step"][2]) == (2, 0)
+
+
 def test_student_input_scale_trains_validates_and_travels_with_the_export(small_data: dict[str, Path],
                                                                           tmp_path: Path) -> None:
     """``student.scale``: the student sees the panorama resized by it (logits back at panorama size), is

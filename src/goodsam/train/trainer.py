@@ -188,6 +188,9 @@ class Trainer:
                         "freeze_norm": config.train.freeze_norm}
             self.target_cache = TargetLogitCache(config.train.target_cache, identity)
         self.ta_terms_on = any(self.weights.term_weights()[name] for name in TA_TERMS)
+        # With the initial TA frozen as the target TA (ta_ema 1.0) a panorama's targets (eq. 3 fusion, B_ref,
+        # eq. 4 tiling) never change: made once per panorama and kept; a TA term still runs the live TA.
+        self.memoize_targets = config.train.ta_ema == 1.0
         self._frozen_targets: dict[int, PanoramaTargets] = {}
         if config.train.ta_checkpointing and self.info.world_size > 1:
             raise ConfigError("train.ta_checkpointing runs in one process: train without torchrun "
@@ -256,11 +259,12 @@ class Trainer:
         """All loss terms of one panorama; ``step=None``: no augmentation (fixed evaluation)."""
         cfg = self.config
         image = sample.image.to(self.device)
-        if sample.index in self._frozen_targets:  # frozen TA, no TA term: the targets never change
-            targets, ta_logits = self._frozen_targets[sample.index], None
+        if self.memoize_targets and sample.index in self._frozen_targets:
+            targets = self._frozen_targets[sample.index]
+            ta_logits = self._live_ta_logits(image) if self.ta_terms_on else None
         else:
             targets, ta_logits = self._targets(sample, image)
-            if self.config.train.ta_ema == 1.0 and not self.ta_terms_on:
+            if self.memoize_targets:
                 self._frozen_targets[sample.index] = targets
         aug = augment.Augmentation(self.layout.width)
         if step is not None:
@@ -289,13 +293,12 @@ class Trainer:
 
                     target_logits = (self.target_cache.get(sample.name, frozen, self.device)
                                      if self.target_cache is not None else frozen())
-            # The TA runs with gradient when one of its terms is on (or it makes the targets itself).
-            ta_logits = target_logits
-            if self.ta_terms_on or target_logits is None:
-                with stage("TA forward"):
-                    ta_logits = self._ta_logits(self.ta, self.ta_module, windows)
-            if target_logits is None:
-                target_logits = ta_logits
+        # The TA runs with gradient when one of its terms is on (or it makes the targets itself).
+        ta_logits = target_logits
+        if self.ta_terms_on or target_logits is None:
+            ta_logits = self._live_ta_logits(image, windows)
+        if target_logits is None:
+            target_logits = ta_logits
         void = None
         if cfg.data.void_rgb is not None:
             colour = torch.tensor(cfg.data.void_rgb, device=image.device, dtype=image.dtype)
@@ -305,6 +308,13 @@ class Trainer:
                                    ta_confidence=cfg.fusion.ta_confidence, uncertain=cfg.fusion.uncertain,
                                    ta_classes=cfg.fusion.ta_classes)
         return targets, ta_logits
+
+    def _live_ta_logits(self, image: torch.Tensor, windows: torch.Tensor | None = None) -> torch.Tensor:
+        """The trained TA's window logits of ``image`` (with gradient where enabled)."""
+        if windows is None:
+            windows = crop_windows(image, self.layout).float()
+        with stage("TA forward"), self._autocast():
+            return self._ta_logits(self.ta, self.ta_module, windows)
 
     def _ta_logits(self, model: nn.Module, module: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         """TA logits ``(N, C, H, w)`` of float RGB windows at the TA's input scale (``ta.scale``); with a
