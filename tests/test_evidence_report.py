@@ -94,7 +94,7 @@ def test_seed_repeats_give_the_spread_the_component_lines_are_read_with(tmp_path
     assert _row(lines, "CTCF over SSA")[-1] == "no (every shortfall within the seed spread)"
     state["run_full_ssa"] = _run("full, SSA", 30.0, 53.0, 38.0, name="full_ssa")  # now 1.9 > 1.2
     lines = acceptance_lines(summary_json(state), state)
-    assert _row(lines, "CTCF over SSA")[-1] == "no (cvrg -1.9 > spread 1.2)"
+    assert _row(lines, "CTCF over SSA")[-1] == "no (cvrg -1.90 > spread 1.20)"
     text = write_report(tmp_path, state, tmp_path).read_text()
     assert "| eq4 | 29.4 / 50.7 / 38.7 | 29.0 / 51.9 / 38.5 | 0.4 / 1.2 / 0.2 |" in text
     assert "| **spread** (the largest) | | | 0.5 / 1.2 / 0.3 |" in text

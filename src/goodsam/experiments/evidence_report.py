@@ -245,7 +245,7 @@ def _against_spread(shortfalls: dict[str, float], spread: dict) -> str:
         return ""
     if any(spread.get(key) is None for key in shortfalls):
         return " (no seed spread measured)"
-    beyond = [f"{key} -{gap:.1f} > spread {spread[key]:.1f}" for key, gap in shortfalls.items()
+    beyond = [f"{key} -{gap:.2f} > spread {spread[key]:.2f}" for key, gap in shortfalls.items()
               if gap > spread[key]]
     return f" ({'; '.join(beyond)})" if beyond else " (every shortfall within the seed spread)"
 
