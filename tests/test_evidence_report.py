@@ -520,3 +520,14 @@ def test_a_component_line_reads_the_mean_of_two_seeds_when_both_runs_were_repeat
     assert _row(lines, "(beside) eq. 5 lowers no number (eq45 vs eq4), seed 0 alone")[2] == \
         "proxy 29.9 vs 29.4, cvrg 51.6 vs 50.7, val 38.9 vs 38.7"
     assert _row(lines, "eq. 7 lowers no number (full vs eq45)")[-1].startswith("no")  # full: no repeat here
+
+
+def test_the_glance_reads_the_soft_eq4_run_against_the_same_run_with_hard_targets(tmp_path: Path) -> None:
+    hard = "full_paper_boundary_student_scale3_objects"
+    soft = f"{hard}_soft_eq4"
+    state = {**_state(), f"run_{hard}": _run("headline", 33.5, 52.1, 44.9, name=hard),
+             f"run_{soft}": _run("headline, soft eq. 4", 33.2, 52.3, 44.2, name=soft)}
+    text = write_report(tmp_path, state, tmp_path).read_text()
+    assert ("instead of its argmax: 33.2 on the proxy and 44.2 on validation, against 33.5 and 44.9 with "
+            f"the paper's hard targets (`{hard}`).") in text
+    assert summary_json(state)["proxy"]["student_after_run"] == hard  # validation keeps the hard targets

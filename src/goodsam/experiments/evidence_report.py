@@ -84,6 +84,7 @@ FORM_SQUARE = {"full": ("safeguards", "disagreement"), "full_paper_fusion": ("pa
                "full_paper_boundary": ("safeguards", "paper"), "full_paper": ("paper CTCF", "paper")}
 # a run at another schedule, student input scale or SAM grid -> the corner (losses and fusion) it belongs to
 SOFT_EQ4_RUN = "full_paper_boundary_student_scale3_objects_soft_eq4"  # the headline run, eq. 4 soft targets
+SOFT_EQ4_AGAINST = "full_paper_boundary_student_scale3_objects"  # the same with the paper's hard targets
 POINTS_RUN = "full_paper_boundary_points32"  # the corner with the paper's 32x32 SAM grid (others: 16x16)
 # (or with the class safeguard, ``fusion.ta_classes``, on top of the corner's fusion)
 CORNER_OF = {"full_long": "full", "full_paper_boundary_student_scale3": "full_paper_boundary",
@@ -454,6 +455,15 @@ def _glance_why(data: dict, state: dict) -> list[str]:
         why.append(f"* The same student trained on the aachen *ground truth* instead of the TA's targets "
                    f"(`oracle_eq4_scale3`, scale 3) reaches {_f(value)} on the proxy: below the {_f(need)} "
                    "the line asks for, so better targets cannot close it.")
+    runs = _runs(state)
+    if SOFT_EQ4_RUN in runs and SOFT_EQ4_AGAINST in runs:
+        (p_soft, v_soft), (p_hard, v_hard) = (
+            (_f(runs[n]["results"].get(f"proxy/student_{n}", {}).get("miou")), _f(_final_val(runs[n])))
+            for n in (SOFT_EQ4_RUN, SOFT_EQ4_AGAINST))
+        why.append(f"* Distilling the TA's whole distribution per pixel (eq. 4 against its softmax, "
+                   f"`{SOFT_EQ4_RUN}`) instead of its argmax: {p_soft} on the proxy and {v_soft} on "
+                   f"validation, against {p_hard} and {v_hard} with the paper's hard targets "
+                   f"(`{SOFT_EQ4_AGAINST}`).")
     modes = state.get("inference_modes")
     if modes:
         res = modes["results"]
