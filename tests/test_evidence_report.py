@@ -98,6 +98,8 @@ def test_seed_repeats_give_the_spread_the_component_lines_are_read_with(tmp_path
     text = write_report(tmp_path, state, tmp_path).read_text()
     assert "| eq4 | 29.4 / 50.7 / 38.7 | 29.0 / 51.9 / 38.5 | 0.4 / 1.2 / 0.2 |" in text
     assert "| **spread** (the largest) | | | 0.5 / 1.2 / 0.3 |" in text
+    assert ("What GoodSAM's student terms add over eq. 4 alone at the same student scale (`full` against "
+            "`eq4`): +2.6 proxy (spread 0.5), +0.4 CVRG (spread 1.2), +0.3 validation (spread 0.3).") in text
 
 
 def test_report_writes_markdown_json_and_the_acceptance_section(tmp_path: Path) -> None:
