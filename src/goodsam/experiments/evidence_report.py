@@ -393,7 +393,7 @@ def _glance_verdicts(rows: list[AcceptanceRow]) -> str:
     failed = [row.line for row in own if row.holds != "yes" and row.line not in noise]
     text = f"**{held} of {len(own)} of the issue's acceptance lines hold**"
     if noise:
-        text += f"; {len(noise)} fail by less than two seeds of the same run differ"
+        text += f"; {len(noise)} fall short only by less than two seeds of one run differ"
     if failed:
         text += f"; {len(failed)} do not hold: " + "; ".join(failed)
     return text + " (table: *Issue 12 acceptance, as measured*)."
