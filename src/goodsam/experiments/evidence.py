@@ -193,6 +193,8 @@ RUNS = {
     # eq. 4 alone at the headline's student scale 3: the headline's "without GoodSAM's parts" like for like
     # (the ``eq4`` run is at scale 2)
     "eq4_scale3": ([*EQ4_ONLY, "student.scale=3"], "eq. 4 only, student at scale 3"),
+    "eq4_scale3_seed1": ([*EQ4_ONLY, "student.scale=3", f"train.seed={REPEAT_SEED}"],
+                         f"eq. 4 only, student at scale 3, seed {REPEAT_SEED}"),
     # the headline repeated: the noise of a comparison at the student's scale 3
     "full_paper_boundary_student_scale3_objects_seed1": (
         [*HEADLINE_SCALE3, OBJECTS_SAFEGUARD, f"train.seed={REPEAT_SEED}"],
@@ -205,7 +207,8 @@ assert set(SEED_REPEATS) <= set(RUNS)
 # processes with the student at scale 3 need about 2 x 12 GB, past this machine's 24 GiB (OOM-killed twice).
 ONE_PROCESS = {"full_paper_boundary_student_scale3", "oracle_eq4_scale3",
                "full_paper_boundary_student_s1.0_scale3", "full_paper_boundary_student_scale3_objects",
-               "full_paper_boundary_student_scale3_objects_seed1", "ta_adapt", SOFT_EQ4_RUN, "eq4_scale3"}
+               "full_paper_boundary_student_scale3_objects_seed1", "ta_adapt", SOFT_EQ4_RUN, "eq4_scale3",
+               "eq4_scale3_seed1"}
 assert {*RUNS, *ORACLE_STAGES.values()} >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "sam_points", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa",
@@ -218,8 +221,8 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_full_paper_boundary_student_scale3_objects_seed1", "run_paper_scale1",
           "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "run_ta_adapt",
           "inference_modes", "run_eq45_seed1", "run_full_paper_boundary_seed1",
-          "run_full_paper_boundary_ssa_seed1", f"run_{SOFT_EQ4_RUN}", "run_eq4_scale3", "overlays",
-          "report")
+          "run_full_paper_boundary_ssa_seed1", f"run_{SOFT_EQ4_RUN}", "run_eq4_scale3",
+          "run_eq4_scale3_seed1", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
