@@ -101,8 +101,9 @@ def test_seed_repeats_give_the_spread_the_component_lines_are_read_with(tmp_path
     # both runs repeated: the means of the two seeds (full 31.75 / 51.05 / 39.15, eq4 29.2 / 51.3 / 38.6)
     gain = text[text.index("What GoodSAM's student terms add"):].splitlines()[0]
     assert gain.startswith("What GoodSAM's student terms add over eq. 4 alone at the same student scale "
-                           "(`full` against `eq4`, mean of seeds 0 and 1): +2.6 proxy (spread 0.5)")
-    assert "CVRG (spread 1.2)" in gain and gain.endswith("validation (spread 0.3).")
+                           "(`full` against `eq4`, mean of seeds 0 and 1): +2.55 proxy (spread 0.50)")
+    assert "CVRG (spread 1.20)" in gain and gain.endswith("(spread 0.30): beyond the seed noise on proxy, "
+                                                           "validation.")
 
 
 def test_report_writes_markdown_json_and_the_acceptance_section(tmp_path: Path) -> None:

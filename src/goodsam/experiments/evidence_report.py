@@ -456,13 +456,14 @@ def _glance_gain(data: dict, eq4: str, headline: str) -> list[str]:
         a, b = (_mean_numbers(runs[name], runs[REPEATED[name]]) for name in (headline, eq4))
     if any(a[k] is None or b[k] is None for k in a) or any(spread.get(k) is None for k in a):
         return []
-    gains = ", ".join(f"{a[k] - b[k]:+.1f} {name} (spread {spread[k]:.1f})"
-                      for k, name in (("proxy", "proxy"), ("cvrg", "CVRG"), ("val", "validation")))
-    beyond = all(a[k] - b[k] > spread[k] for k in a)
+    names = {"proxy": "proxy", "cvrg": "CVRG", "val": "validation"}
+    gains = ", ".join(f"{a[k] - b[k]:+.2f} {name} (spread {spread[k]:.2f})" for k, name in names.items())
+    beyond = [names[k] for k in names if a[k] - b[k] > spread[k]]
+    verdict = ("beyond the seed noise on all three" if len(beyond) == len(names) else
+               f"beyond the seed noise on {', '.join(beyond)}" if beyond else "within the seed noise")
     seeds = f", mean of seeds 0 and {REPEAT_SEED}" if both else ""
     return [f"What GoodSAM's student terms add over eq. 4 alone at the same student scale (`{headline}` "
-            f"against `{eq4}`{seeds}): {gains}"
-            + (": beyond the seed noise on all three." if beyond else "."), ""]
+            f"against `{eq4}`{seeds}): {gains}: {verdict}.", ""]
 
 
 def _glance_why(data: dict, state: dict) -> list[str]:
