@@ -346,9 +346,8 @@ def _component_rows(data: dict, state: dict) -> list[AcceptanceRow]:
         if not (a and b):
             rows.append(AcceptanceRow(line, "—", "not run", "not run", beside))
             continue
-        a2, b2 = runs.get(REPEATED.get(with_it, "")), runs.get(REPEATED.get(without, ""))
-        if a2 and b2:  # both repeated: the line reads the means of the two seeds, seed 0 alone beside it
-            means = (_mean_numbers(a, a2), _mean_numbers(b, b2))
+        means = _seed_means(runs, with_it, without)
+        if means:  # both repeated: the line reads the means of the two seeds, seed 0 alone beside it
             rows.append(_component_row(f"{line}, mean of seeds 0 and {REPEAT_SEED}", *means, data, beside))
             line = f"(beside) {label} lowers no number ({with_it} vs {without}), seed 0 alone"
             beside = True
@@ -360,6 +359,15 @@ def _mean_numbers(run: dict, repeat: dict) -> dict[str, float | None]:
     """:func:`_run_numbers` averaged over a run and its seed repeat."""
     a, b = _run_numbers(run), _run_numbers(repeat)
     return {key: None if a[key] is None or b[key] is None else (a[key] + b[key]) / 2 for key in a}
+
+
+def _seed_means(runs: dict[str, dict], first: str, second: str) -> tuple[dict, dict] | None:
+    """The numbers of two runs (``summary_json``'s ``runs``) as means over seeds 0 and 1 when both were
+    repeated (:data:`SEED_REPEATS`), else None: how a comparison of two runs reads repeated runs."""
+    if not all(name in runs and REPEATED.get(name) in runs for name in (first, second)):
+        return None
+    one, other = (_mean_numbers(runs[name], runs[REPEATED[name]]) for name in (first, second))
+    return one, other
 
 
 def _component_row(line: str, na: dict, nb: dict, data: dict, beside: bool) -> AcceptanceRow:
@@ -450,10 +458,8 @@ def _glance_gain(data: dict, eq4: str, headline: str) -> list[str]:
     runs, spread = data["runs"], data["seed_spread"]
     if eq4 not in runs or headline not in runs or eq4 == headline:
         return []
-    a, b = _run_numbers(runs[headline]), _run_numbers(runs[eq4])
-    both = REPEATED.get(headline) in runs and REPEATED.get(eq4) in runs
-    if both:  # both repeated: the means of the two seeds, as the component lines read them
-        a, b = (_mean_numbers(runs[name], runs[REPEATED[name]]) for name in (headline, eq4))
+    means = _seed_means(runs, headline, eq4)  # as the component lines read repeated runs
+    a, b = means or (_run_numbers(runs[headline]), _run_numbers(runs[eq4]))
     if any(a[k] is None or b[k] is None for k in a) or any(spread.get(k) is None for k in a):
         return []
     names = {"proxy": "proxy", "cvrg": "CVRG", "val": "validation"}
@@ -461,7 +467,7 @@ def _glance_gain(data: dict, eq4: str, headline: str) -> list[str]:
     beyond = [names[k] for k in names if a[k] - b[k] > spread[k]]
     verdict = ("beyond the seed noise on all three" if len(beyond) == len(names) else
                f"beyond the seed noise on {', '.join(beyond)}" if beyond else "within the seed noise")
-    seeds = f", mean of seeds 0 and {REPEAT_SEED}" if both else ""
+    seeds = f", mean of seeds 0 and {REPEAT_SEED}" if means else ""
     return [f"What GoodSAM's student terms add over eq. 4 alone at the same student scale (`{headline}` "
             f"against `{eq4}`{seeds}): {gains}: {verdict}.", ""]
 

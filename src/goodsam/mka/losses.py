@@ -161,12 +161,11 @@ def soft_erp_distillation_loss(student_log_probs: torch.Tensor, ta_tiled_logits:
     ``-sum_c p_TA(c) log p_S(c)``, averaged over the pixels outside ``void``. Its gradient is
     ``p_S - p_TA``: the student learns the TA's whole distribution, not only its argmax. Detached targets."""
     targets = ta_tiled_logits.detach().float().softmax(dim=-3)
-    per_pixel = -(targets * student_log_probs).sum(dim=-3)
+    picked = (targets * student_log_probs).sum(dim=-3)  # the expected log-probability per pixel
     if void is None:
-        return per_pixel.mean()
-    keep = ~void.to(per_pixel.device)
-    count = keep.sum()
-    return (per_pixel * keep).sum() / count.clamp(min=1)
+        return _nll(picked, torch.ones_like(picked, dtype=torch.bool))
+    keep = ~void.to(picked.device)
+    return _nll(torch.where(keep, picked, torch.zeros_like(picked)), keep)
 
 
 def _erp_from_log_probs(student_log_probs: torch.Tensor, ta_tiled_logits: torch.Tensor,
