@@ -32,10 +32,12 @@ from goodsam.experiments.amg import (
     ReferenceStageTimer,
     compare_generators,
     decoder_floor,
+    decoder_profile,
     encoder_batch_seconds,
     floor_lines,
     load_windows,
     matched_shares,
+    profile_lines,
 )
 from goodsam.sam import AMGSettings, build_mask_generator
 
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         floor = decoder_floor(fast, windows[0][1])
         ref_wall = total["wall"]["reference"] / n
         print("\n".join(floor_lines(floor, fast_stats, fast_stages, workers, ref_wall, n)))
+        profile = decoder_profile(fast, windows[0][1])
+        print("\n".join(profile_lines(profile, floor["sgemm_rate"], fast_stats,
+                                       fast_stages.get("encoder", 0.0) / n, workers, ref_wall, n)))
     if args.encoder_batch > 1:
         crops = [image for _, image in windows] + [image[:, 128:384].copy() for _, image in windows]
         one, many, same = encoder_batch_seconds(fast, crops, args.encoder_batch, args.device)

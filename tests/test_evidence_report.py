@@ -538,3 +538,29 @@ def test_the_glance_reads_the_soft_eq4_run_against_the_same_run_with_hard_target
     assert ("instead of its argmax: 33.2 on the proxy and 44.2 on validation, against 33.5 and 44.9 with "
             f"the paper's hard targets (`{hard}`).") in text
     assert summary_json(state)["proxy"]["student_after_run"] == hard  # validation keeps the hard targets
+
+
+def test_sharpness_section_and_the_cvrg_reason_in_the_glance(tmp_path: Path) -> None:
+    def scales(*values: float) -> dict:
+        return dict(zip(("1", "2", "3"), values, strict=True))
+    val = {"espnetv2-s2.0": {"1": {"1.00": 32.4, "1.23": 28.9}, "2": {"1.00": 44.0, "1.23": 30.0},
+                             "3": {"1.00": 48.1, "1.23": 27.9}},
+           "espnetv2-s0.5": {"1": {"1.00": 32.0, "1.23": 30.0}}}
+    def flat(*values: float) -> dict:
+        return {s: {"all": v, "inside": v, "outside": v} for s, v in scales(*values).items()}
+    cvrg = {"espnetv2-s2.0": {s: {"all": v, "inside": v + 1, "outside": v - 1}
+                              for s, v in scales(59.7, 25.6, 20.6).items()},
+            "espnetv2-s0.5": flat(45.7, 42.8, 33.1), "student_full": flat(50.7, 55.5, 52.3)}
+    stage = {"factors": ["1.00", "1.23"], "scales": ["1", "2", "3"], "rows": [127, 272], "headline": "full",
+             "val": val, "cvrg": cvrg, "commands": [{"command": "x", "seconds": 300.0, "rc": 0}]}
+    text = write_report(tmp_path, {**_state(), "sharpness": stage}, tmp_path).read_text()
+    assert "### 1e. Scale and sharpness" in text
+    assert "| espnetv2-s2.0 | 3 | 48.1 | 27.9 |" in text
+    assert "| espnetv2-s0.5 | 1 | 32.0 | 30.0 |" in text
+    assert "inside / outside rows 127-271" in text
+    assert "| espnetv2-s2.0 | 1 | 59.7 | 60.7 | 58.7 |" in text
+    assert ("whole panorama at scale 1 / 2 / 3 59.7 / 25.6 / 20.6 (aachen validation: 32.4 / 44.0 / 48.1)"
+            in text)
+    assert "the TA at scale 3 48.1 -> 27.9, at scale 1 32.4 -> 28.9" in text
+    assert "on CVRG 50.7 / 55.5 / 52.3, against the TA's 59.7 / 25.6 / 20.6" in text
+    assert "it trails the TA by 14.0" in text

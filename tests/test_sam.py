@@ -324,3 +324,23 @@ def test_fast_path_structure_check_names_what_a_sam_release_lacks() -> None:
     bare = types.ModuleType("segment_anything_2")
     with pytest.raises(ConfigError, match="segment_anything_2.SamPredictor"):
         check_fast_path_structure(sam.model, bare)
+
+
+def test_decoder_profile_splits_the_decoder_time(window: np.ndarray, encoder_cache: dict) -> None:
+    """benchmarks/amg.py's profile: the parts add up to the measured time, the matrix products' FLOPs are
+    those the FLOP counter finds, and the floor it prints sits below the measured time."""
+    from goodsam.experiments.amg import decoder_floor, decoder_profile, profile_lines
+
+    generator = _generator(AMGSettings(points_per_side=8), "fast", encoder_cache)
+    profile = decoder_profile(generator, window)
+    for stage in ("transform", "upscale"):
+        p = profile[stage]
+        parts = p["matmul_ms"] + p["other_ms"] + p["fused_ms"] + p["rest_ms"]
+        assert parts == pytest.approx(p["wall_ms"])
+        assert min(p["matmul_ms"], p["other_ms"], p["matmul_alone_ms"]) > 0
+    counted = decoder_floor(generator, window)
+    assert profile["transform"]["matmul_gflop"] == pytest.approx(counted["transform_gflop"], rel=0.02)
+    lines = profile_lines(profile, counted["sgemm_rate"], {"prompts": 64, "upscaled_prompts": 60}, 1.0, 2,
+                          100.0, 1)
+    assert lines[1].lstrip().startswith("transform") and "fused C loops" in lines[1]
+    assert "Floor of this factorisation" in lines[-1]

@@ -176,6 +176,138 @@ def decoder_floor(fast, image: np.ndarray) -> dict[str, float]:
     return result
 
 
+LINEAR_OPS = ("mkldnn::_linear_pointwise",)  # oneDNN's linear (x, weight (out, in)) with a fused post-op
+MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", *LINEAR_OPS)
+
+
+def _operands(name: str, shapes: list) -> tuple[list[int], list[int]]:
+    """The two matrix operands' shapes (batch, rows, inner) and (batch, inner, columns) of a recorded
+    matrix-product op (bias operands skipped, a linear's weight transposed)."""
+    if name in LINEAR_OPS:
+        x, weight = shapes[:2]
+        return [*x[:-1], x[-1]], [weight[1], weight[0]]
+    return shapes[1:3] if name in ("aten::addmm", "aten::baddbmm") else shapes[:2]
+
+
+def _matmul_flops(name: str, shapes: list) -> float:
+    """FLOPs of one matrix-product op from its recorded input shapes."""
+    a, b = _operands(name, shapes)
+    batch = a[0] if len(a) == 3 else 1
+    return 2.0 * batch * a[-2] * a[-1] * b[-1]
+
+
+def _alone_seconds(name: str, shapes: list) -> float:
+    """Seconds of one matrix-product op's product on fresh contiguous tensors of its shapes (this thread
+    setting; post-ops left out)."""
+    a, b = _operands(name, shapes)
+    x, y = torch.randn(*a), torch.randn(*b)
+    run = (lambda: torch.bmm(x, y)) if len(a) == 3 else (lambda: torch.mm(x, y))
+    return _seconds(run, 20)
+
+
+class _TimedLibrary:
+    """The fused-loop library with every call timed (their sum in ``seconds``)."""
+
+    def __init__(self, library: object) -> None:
+        self._library, self.seconds = library, 0.0
+
+    def __getattr__(self, name: str):
+        function = getattr(self._library, name)
+
+        def timed(*args):
+            start = time.perf_counter()
+            try:
+                return function(*args)
+            finally:
+                self.seconds += time.perf_counter() - start
+        return timed
+
+
+def decoder_profile(fast, image: np.ndarray) -> dict[str, dict[str, float]]:
+    """Where the fast decoder's time goes, per stage (transform, upscale) and prompt, on one thread:
+    matrix products (``torch.profiler``; their FLOPs, and the same shapes timed alone on fresh contiguous
+    tensors: the matrix library's own speed at those shapes), the other PyTorch operations (elementwise
+    passes, copies, reductions), the fused C loops (:mod:`goodsam.sam.native`, timed per call) and the rest
+    (Python and dispatch). Milliseconds and GFLOP per prompt."""
+    from goodsam.sam import native
+
+    model, decoder, chunk = fast.sam.model, fast.decoder, fast.prompts_per_call
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    library = native.kernels()
+    timed = _TimedLibrary(library) if library is not None else None
+    original = native.kernels
+    try:
+        h, w = image.shape[:2]
+        job = fast.prepare_crop(image, [0, 0, w, h], 0, (h, w))
+        ctx, valid, batch = job.ctx, job.upsampler.tokens, job.sparse[:chunk]
+        tokens = list(range(1, model.mask_decoder.num_mask_tokens))
+        state = decoder.transform(ctx, batch)
+        stages = {"transform": lambda: decoder.transform(ctx, batch),
+                  "upscale": lambda: decoder.masks(state, ctx, None, tokens, valid)}
+        if timed is not None:
+            native.kernels = lambda: timed
+        result = {}
+        for stage, run in stages.items():
+            run()  # warm
+            repeat = 3
+            if timed is not None:
+                timed.seconds = 0.0
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                        record_shapes=True) as prof:
+                start = time.perf_counter()
+                for _ in range(repeat):
+                    run()
+                wall = time.perf_counter() - start
+            ops = prof.key_averages(group_by_input_shape=True)
+            matmul = other = flops = alone = 0.0
+            for op in ops:
+                seconds = op.self_cpu_time_total / 1e6
+                if op.key in MATMUL_OPS and op.input_shapes:
+                    matmul += seconds
+                    flops += _matmul_flops(op.key, op.input_shapes) * op.count
+                    alone += _alone_seconds(op.key, op.input_shapes) * op.count
+                else:
+                    other += seconds
+            fused = timed.seconds if timed is not None else 0.0
+            per = 1e3 / (repeat * chunk)
+            result[stage] = {"wall_ms": wall * per, "matmul_ms": matmul * per, "matmul_alone_ms": alone * per,
+                             "matmul_gflop": flops / 1e9 / (repeat * chunk), "other_ms": other * per,
+                             "fused_ms": fused * per, "rest_ms": (wall - matmul - other - fused) * per}
+    finally:
+        native.kernels = original
+        torch.set_num_threads(previous_threads)
+    return result
+
+
+def profile_lines(profile: dict[str, dict[str, float]], rate: float, stats: dict[str, int],
+                  encoder_s: float, workers: int, ref_wall: float, windows: int) -> list[str]:
+    """:func:`decoder_profile` as text, and the floor it implies: the matrix products at their shapes'
+    own speed and nothing else, against this run's reference."""
+    lines = ["\nwhere the fast decoder's time goes (1 thread, ms per prompt, torch.profiler; matrix "
+             "products also timed alone at the same shapes on fresh contiguous tensors)"]
+    for stage, p in profile.items():
+        achieved = p["matmul_gflop"] / max(p["matmul_ms"], 1e-9) * 1e3
+        at_rate = p["matmul_gflop"] / rate * 1e3
+        lines.append(f"  {stage:<9} {p['wall_ms']:6.2f} = matrix products {p['matmul_ms']:5.2f} "
+                     f"({achieved:4.0f} GFLOP/s; alone {p['matmul_alone_ms']:5.2f}, at {rate:.0f} GFLOP/s "
+                     f"{at_rate:5.2f}) + other PyTorch ops {p['other_ms']:5.2f} + fused C loops "
+                     f"{p['fused_ms']:5.2f} + Python/dispatch {p['rest_ms']:5.2f}")
+    prompts = {"transform": stats.get("prompts", 0) / windows,
+               "upscale": stats.get("upscaled_prompts", 0) / windows}
+    def per_window(key: str) -> float:
+        return sum(prompts[stage] * p[key] for stage, p in profile.items()) / 1e3 / workers
+    measured = per_window("wall_ms")
+    floor = per_window("matmul_alone_ms")
+    products = per_window("matmul_ms")
+    best = floor + encoder_s
+    lines.append(f"  per window on {workers} workers: decoder {measured:.2f} s as profiled; its matrix "
+                 f"products {products:.2f} s ({floor:.2f} s alone). Floor of this factorisation with this "
+                 f"matrix library (its products alone, nothing else, + encoder {encoder_s:.2f} s): "
+                 f"{best:.2f} s, x{ref_wall / best:.1f} against this run's reference")
+    return lines
+
+
 def floor_lines(floor: dict[str, float], stats: dict[str, int], stages: dict[str, float], workers: int,
                 ref_wall: float, windows: int) -> list[str]:
     """The fast decoder's arithmetic bound as text: its FLOPs at this core's matrix-product rate."""

@@ -38,6 +38,7 @@ from safetensors import safe_open
 
 from goodsam.assets import find_asset
 from goodsam.evaluation import open_labelled_set
+from goodsam.evaluation.class_maps import get_class_map
 from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_images
 from goodsam.experiments.evidence_report import (
     ORACLE_STAGES,
@@ -48,6 +49,7 @@ from goodsam.experiments.evidence_report import (
     override_values,
     write_report,
 )
+from goodsam.experiments.sharpness import content_rows, score_whole
 from goodsam.fileio import save_tensors
 from goodsam.imageio import load_label, load_rgb, save_png
 from goodsam.inference import default_scale, load_model, predict_labels
@@ -84,6 +86,10 @@ OBJECT_CLASSES = (5, 6, 7)
 OBJECTS_SAFEGUARD = f"fusion.ta_classes=[{', '.join(map(str, OBJECT_CLASSES))}]"
 SPLIT_GAP_MODELS = (TA, STUDENT, "espnetv2-s1.0")  # the TA and both students of the runs
 MODES_MODELS = (TA, STUDENT)  # the ``inference_modes`` diagnosis: whole panorama vs windows, untrained
+CVRG_UPSAMPLING = 2048 / 1664  # the CVRG band: its 1664-px panorama's rows around the horizon, upscaled
+# the ``sharpness`` diagnosis: validation panoramas given the detail of ones stored this many times smaller
+SHARPNESS_FACTORS = (1.0, CVRG_UPSAMPLING, 1.5, 2.0)
+SHARPNESS_SCALES = ("1", "2", "3")
 LEARNING_RATES = ("5e-5", "2e-4", "8e-4")  # the config's, a quarter and four times it
 SELECT_STEPS = 20
 LONG_STEPS = 240  # the full_long run: four times the 60-step schedule (about 1 hour on 2 cores)
@@ -222,7 +228,7 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "run_ta_adapt",
           "inference_modes", "run_eq45_seed1", "run_full_paper_boundary_seed1",
           "run_full_paper_boundary_ssa_seed1", f"run_{SOFT_EQ4_RUN}", "run_eq4_scale3",
-          "run_eq4_scale3_seed1", "overlays", "report")
+          "run_eq4_scale3_seed1", "sharpness", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).
@@ -541,6 +547,41 @@ class Evidence:
                     jobs.append((f"{split}/{model}/{mode}", out, args))
         return {"models": list(MODES_MODELS), "scale": scale,
                 "results": self.run_evals(jobs, "inference_modes", record)}
+
+    def stage_sharpness(self, record: list) -> dict:
+        """Diagnosis of the CVRG line (:mod:`goodsam.experiments.sharpness`): the TA and the untrained
+        student, whole panorama at scales 1-3, on the aachen validation panoramas made less sharp
+        (:data:`SHARPNESS_FACTORS`), and the TA and both students on the CVRG panorama at those scales,
+        on all rows and inside / outside the rows the proxy has content in. Chooses nothing."""
+        start = time.perf_counter()
+        cityscapes, categories = get_class_map("cityscapes19"), get_class_map("categories7")
+        val = self.work / "proxy" / "val"
+        labels = [load_label(val / "labels" / f"{p.stem}_trainIds.png") for p in sorted(val.glob("images/*"))]
+        val_samples = [(load_rgb(p), cityscapes.map_label(label, p))
+                       for p, label in zip(sorted(val.glob("images/*")), labels, strict=True)]
+        rows = content_rows(labels)
+        cvrg = self.work / "cvrg"
+        cvrg_label = load_label(cvrg / "labels" / "cvrg_pano_0000_categoryIds.png")
+        cvrg_samples = [(load_rgb(cvrg / "images" / "cvrg_pano_0000.png"), categories.map_label(cvrg_label))]
+        headline = headline_run(self.state)
+        trained = str(self.work / "runs" / headline / "student")
+        models = {TA: TA, STUDENT: STUDENT, f"student_{headline}": trained}
+        val_rows: dict = {}
+        cvrg_rows: dict = {}
+        for name, source in models.items():
+            model = load_model(source)
+            for scale in SHARPNESS_SCALES:
+                if name in (TA, STUDENT):
+                    for factor in SHARPNESS_FACTORS:
+                        val_rows.setdefault(name, {}).setdefault(scale, {})[f"{factor:.2f}"] = score_whole(
+                            model, val_samples, cityscapes, scale, factor=factor)["all"]
+                cvrg_rows.setdefault(name, {})[scale] = score_whole(model, cvrg_samples, categories, scale,
+                                                                    rows=rows)
+                print(f"[evidence] sharpness: {name} scale {scale} done", flush=True)
+        record.append({"command": "python benchmarks/evidence.py --only sharpness (in-process)",
+                       "seconds": round(time.perf_counter() - start, 1), "rc": 0})
+        return {"factors": [f"{f:.2f}" for f in SHARPNESS_FACTORS], "scales": list(SHARPNESS_SCALES),
+                "rows": list(rows), "headline": headline, "val": val_rows, "cvrg": cvrg_rows}
 
     def stage_fusion_eval(self, record: list) -> dict:
         start = time.perf_counter()

@@ -1,0 +1,66 @@
+"""Diagnosis of the CVRG line of issue 12: how a model's best input scale depends on how sharp a panorama
+is, and on which rows are scored. Chooses nothing.
+
+The pinhole-to-ERP proxy pastes Cityscapes frames, downscaled about four times, into a 400x2048 band: its
+pixels are sharper than those of a panorama captured at that size, and only the rows of the frames' own
+vertical field of view carry content. :func:`resample` gives a panorama the detail of one stored smaller
+and upscaled (the CVRG band is its 1664-px panorama upscaled to 2048, x1.23); :func:`score_whole` scores a
+model on the whole panorama, on all rows and inside / outside a band of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from goodsam.evaluation.class_maps import ClassMap
+from goodsam.evaluation.metrics import ConfusionMatrix
+from goodsam.imageio import resize_rgb
+from goodsam.inference import predict_labels
+
+PARTS = ("all", "inside", "outside")
+
+
+def resample(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` resized to ``1 / factor`` of its height and width and back (bilinear): the detail of the
+    same view captured ``factor`` times smaller and upscaled. ``factor`` 1 gives the image itself."""
+    if factor < 1:
+        raise ValueError(f"resample factor must be >= 1, not {factor}")
+    if factor == 1:
+        return image
+    height, width = image.shape[:2]
+    small = resize_rgb(image, max(1, round(height / factor)), max(1, round(width / factor)))
+    return resize_rgb(small, height, width)
+
+
+def content_rows(labels: Sequence[np.ndarray], ignore: int = 255) -> tuple[int, int]:
+    """(first, last + 1): the rows in which any of the label maps has a labelled pixel (for the proxy:
+    the vertical field of view of the pinhole frames it was made from)."""
+    labelled = np.zeros(labels[0].shape[0], dtype=bool)
+    for label in labels:
+        labelled |= (label != ignore).any(1)
+    rows = np.flatnonzero(labelled)
+    if rows.size == 0:
+        raise ValueError("no labelled pixel in any label map")
+    return int(rows[0]), int(rows[-1]) + 1
+
+
+def score_whole(model, samples: Sequence[tuple[np.ndarray, np.ndarray]], class_map: ClassMap,
+                scale: float | str, *, factor: float = 1.0, rows: tuple[int, int] | None = None
+                ) -> dict[str, float]:
+    """mIoU (%) of ``model`` on whole panoramas ``samples`` ((RGB image, class-map target) pairs, the
+    targets already mapped with ``class_map``) at input ``scale``, each image first :func:`resample`-d by
+    ``factor``: ``all`` rows, and with ``rows`` (first, last + 1) also ``inside`` and ``outside`` them."""
+    parts = PARTS if rows is not None else PARTS[:1]
+    matrices = {part: ConfusionMatrix(class_map.num_classes) for part in parts}
+    for image, target in samples:
+        prediction = class_map.map_prediction(predict_labels(model, resample(image, factor), scale=scale))
+        matrices["all"].update(target, prediction)
+        if rows is not None:
+            inside = np.zeros(target.shape[0], dtype=bool)
+            inside[rows[0]:rows[1]] = True
+            target = np.asarray(target, dtype=np.int64)
+            matrices["inside"].update(np.where(inside[:, None], target, -1), prediction)  # -1: not scored
+            matrices["outside"].update(np.where(inside[:, None], -1, target), prediction)
+    return {part: 100 * matrix.compute().miou for part, matrix in matrices.items()}
