@@ -410,3 +410,45 @@ def test_student_input_scale_trains_validates_and_travels_with_the_export(small_
                                 label_pattern="{stem}_trainIds.png")
     scored = evaluate(student, dataset, get_class_map("cityscapes19"), scale=2.0)  # the same weights
     assert record["val/student_miou"] == pytest.approx(100 * scored.scores.miou)
+
+
+def test_detail_augmentation_resamples_the_students_input_only(small_data: dict[str, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``data.resample_max``: the student sees the panorama stored smaller and upscaled (a factor drawn per
+    panorama and step in [1, max]); the TA's targets come from the panorama itself; off (1) it draws
+    nothing and the run is the one without the key (same config hash)."""
+    from goodsam.imageio import resample
+    from goodsam.train import augment
+
+    overrides = [*SMALL, "train.ta_ema=1.0", "loss.eq6_ta_ensemble=0", "loss.eq1_consistency=0",
+                 "loss.eq2_boundary_enhanced=0"]
+    assert load_config("nano-s0.5", [*overrides, "data.resample_max=1"]).hash() == \
+        load_config("nano-s0.5", overrides).hash()
+    assert load_config("nano-s0.5", [*overrides, "data.resample_max=2"]).hash() != \
+        load_config("nano-s0.5", overrides).hash()
+    with pytest.raises(ConfigError, match="data.resample_max must be >= 1"):
+        load_config("nano-s0.5", [*overrides, "data.resample_max=0.5"])
+    factors = [augment.sample_detail_factor(0, step, 0, 2.0) for step in range(20)]
+    assert all(1.0 <= f <= 2.0 for f in factors) and len(set(factors)) == 20
+    assert augment.sample_detail_factor(0, 3, 0, 2.0) == factors[3]
+    assert augment.sample_detail_factor(0, 3, 0, 1.0) == 1.0
+
+    seen: list[torch.Tensor] = []
+    apply = augment.apply
+    monkeypatch.setattr(augment, "apply", lambda x, aug: seen.append(x.clone()) or apply(x, aug))
+    losses, targets = {}, {}
+    for name, maximum in (("plain", 1.0), ("resampled", 2.0)):
+        trainer = Trainer(load_config("nano-s0.5", [*overrides, f"data.resample_max={maximum}"]),
+                          small_data["data"], small_data["masks"], tmp_path / name, progress=False,
+                          tensorboard=False)
+        sample = trainer.dataset[0]
+        losses[name] = trainer.sample_losses(sample, step=3)
+        targets[name] = trainer._frozen_targets[sample.index]
+        trainer.close()
+    original = trainer.dataset[0].image
+    assert torch.equal(seen[0][0], original.float())
+    factor = augment.sample_detail_factor(0, 3, 0, 2.0)
+    expected = resample(np.ascontiguousarray(original.permute(1, 2, 0).numpy()), factor)
+    assert torch.equal(seen[1][0], torch.from_numpy(expected).permute(2, 0, 1).float())
+    assert torch.equal(targets["plain"].labels, targets["resampled"].labels)  # targets from the panorama
+    assert not torch.equal(losses["plain"]["eq4_erp"], losses["resampled"]["eq4_erp"])

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from goodsam.evaluation.class_maps import get_class_map
-from goodsam.experiments.sharpness import content_rows, resample, score_whole
+from goodsam.experiments.sharpness import content_rows, score_whole
+from goodsam.imageio import resample
 from goodsam.inference import load_model, predict_labels
 
 

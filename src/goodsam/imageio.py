@@ -102,6 +102,18 @@ def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
+def resample(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` resized to ``1 / factor`` of its height and width and back (:func:`resize_rgb`): the
+    detail of the same view captured ``factor`` times smaller and upscaled. ``factor`` 1: the image."""
+    if factor < 1:
+        raise ValueError(f"resample factor must be >= 1, not {factor}")
+    if factor == 1:
+        return image
+    height, width = image.shape[:2]
+    small = resize_rgb(image, max(1, round(height / factor)), max(1, round(width / factor)))
+    return resize_rgb(small, height, width)
+
+
 def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
     """An ``(H, W)`` label map resized to ``height x width`` (nearest neighbour, so no new class ids); the
     map itself if it already has that size."""

@@ -41,6 +41,7 @@ from goodsam.evaluation import open_labelled_set
 from goodsam.evaluation.class_maps import get_class_map
 from goodsam.evaluation.pseudo_labels import FusionVariant, score_labelled_images
 from goodsam.experiments.evidence_report import (
+    DETAIL_RUN,
     ORACLE_STAGES,
     REPEAT_SEED,
     SEED_REPEATS,
@@ -196,6 +197,12 @@ RUNS = {
     SOFT_EQ4_RUN: ([*HEADLINE_SCALE3, OBJECTS_SAFEGUARD, "loss.eq4_target=soft"],
                    "eq. 4 + 5 + 7, paper boundary form, student at scale 3, TA kept on pole/light/sign, "
                    "eq. 4 against the TA's softmax"),
+    # the headline with the student's input given the detail of the panorama stored up to twice smaller (a
+    # factor in [1, 2] per panorama and step; 2 by principle: a panorama captured at half the band's
+    # resolution; the targets stay the sharp panorama's); a candidate by the validation rule (session 16)
+    DETAIL_RUN: ([*HEADLINE_SCALE3, OBJECTS_SAFEGUARD, "data.resample_max=2"],
+                 "eq. 4 + 5 + 7, paper boundary form, student at scale 3, TA kept on pole/light/sign, the "
+                 "student's input resampled up to 2x smaller"),
     # eq. 4 alone at the headline's student scale 3: the headline's "without GoodSAM's parts" like for like
     # (the ``eq4`` run is at scale 2)
     "eq4_scale3": ([*EQ4_ONLY, "student.scale=3"], "eq. 4 only, student at scale 3"),
@@ -214,7 +221,7 @@ assert set(SEED_REPEATS) <= set(RUNS)
 ONE_PROCESS = {"full_paper_boundary_student_scale3", "oracle_eq4_scale3",
                "full_paper_boundary_student_s1.0_scale3", "full_paper_boundary_student_scale3_objects",
                "full_paper_boundary_student_scale3_objects_seed1", "ta_adapt", SOFT_EQ4_RUN, "eq4_scale3",
-               "eq4_scale3_seed1"}
+               "eq4_scale3_seed1", DETAIL_RUN}
 assert {*RUNS, *ORACLE_STAGES.values()} >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "sam_points", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa",
@@ -228,7 +235,7 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "run_ta_adapt",
           "inference_modes", "run_eq45_seed1", "run_full_paper_boundary_seed1",
           "run_full_paper_boundary_ssa_seed1", f"run_{SOFT_EQ4_RUN}", "run_eq4_scale3",
-          "run_eq4_scale3_seed1", "sharpness", "overlays", "report")
+          "run_eq4_scale3_seed1", "sharpness", f"run_{DETAIL_RUN}", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).

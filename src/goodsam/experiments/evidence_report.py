@@ -85,12 +85,14 @@ FORM_SQUARE = {"full": ("safeguards", "disagreement"), "full_paper_fusion": ("pa
 # a run at another schedule, student input scale or SAM grid -> the corner (losses and fusion) it belongs to
 SOFT_EQ4_RUN = "full_paper_boundary_student_scale3_objects_soft_eq4"  # the headline run, eq. 4 soft targets
 SOFT_EQ4_AGAINST = "full_paper_boundary_student_scale3_objects"  # the same with the paper's hard targets
+# the headline run with the student's input resampled (``data.resample_max: 2``), session 16
+DETAIL_RUN = "full_paper_boundary_student_scale3_objects_detail"
 POINTS_RUN = "full_paper_boundary_points32"  # the corner with the paper's 32x32 SAM grid (others: 16x16)
 # (or with the class safeguard, ``fusion.ta_classes``, on top of the corner's fusion)
 CORNER_OF = {"full_long": "full", "full_paper_boundary_student_scale3": "full_paper_boundary",
              POINTS_RUN: "full_paper_boundary",
              "full_paper_boundary_student_scale3_objects": "full_paper_boundary",
-             SOFT_EQ4_RUN: "full_paper_boundary"}
+             SOFT_EQ4_RUN: "full_paper_boundary", DETAIL_RUN: "full_paper_boundary"}
 HEADLINE_RUNS = (*FORM_SQUARE, *CORNER_OF)
 # The component runs at each corner: (the eq. 4 + 5 run with the corner's fusion, the corner with SSA).
 COMPONENTS_AT = {"full": ("eq45", "full_ssa"),

@@ -16,22 +16,10 @@ import numpy as np
 
 from goodsam.evaluation.class_maps import ClassMap
 from goodsam.evaluation.metrics import ConfusionMatrix
-from goodsam.imageio import resize_rgb
+from goodsam.imageio import resample
 from goodsam.inference import predict_labels
 
 PARTS = ("all", "inside", "outside")
-
-
-def resample(image: np.ndarray, factor: float) -> np.ndarray:
-    """``image`` resized to ``1 / factor`` of its height and width and back (bilinear): the detail of the
-    same view captured ``factor`` times smaller and upscaled. ``factor`` 1 gives the image itself."""
-    if factor < 1:
-        raise ValueError(f"resample factor must be >= 1, not {factor}")
-    if factor == 1:
-        return image
-    height, width = image.shape[:2]
-    small = resize_rgb(image, max(1, round(height / factor)), max(1, round(width / factor)))
-    return resize_rgb(small, height, width)
 
 
 def content_rows(labels: Sequence[np.ndarray], ignore: int = 255) -> tuple[int, int]:

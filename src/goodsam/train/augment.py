@@ -56,6 +56,15 @@ def sample_augmentation(width: int, seed: int, step: int, sample: int, roll: boo
     return Augmentation(width, shift, flipped)
 
 
+def sample_detail_factor(seed: int, step: int, sample: int, maximum: float) -> float:
+    """How many times smaller sample ``sample`` is stored and upscaled again for the student at step
+    ``step`` (``data.resample_max``): uniform in [1, ``maximum``]; 1 when ``maximum`` is 1 (nothing drawn,
+    so the roll / flip draws and every run without it stay as they were)."""
+    if maximum <= 1:
+        return 1.0
+    return float(np.random.default_rng([seed, step, sample, 0xD7]).uniform(1.0, maximum))
+
+
 def _permute(data: torch.Tensor, columns: np.ndarray) -> torch.Tensor:
     """``data[..., columns]``; a flip and/or a roll (every augmentation) as such, which copies whole rows
     instead of gathering single columns (same values)."""

@@ -54,7 +54,8 @@ NON_SEMANTIC_KEYS = ("name", "description", "train.steps", "train.checkpoint_eve
 # stay out of the hash and those runs still resume.
 ADDED_KEY_DEFAULTS = {"ta.scale": 1.0, "student.scale": 1.0, "fusion.ta_confidence": None,
                       "fusion.uncertain": "paper", "fusion.ta_classes": None,
-                      "loss.boundary_form": "paper", "train.ta_ema": None, "loss.eq4_target": "hard"}
+                      "loss.boundary_form": "paper", "train.ta_ema": None, "loss.eq4_target": "hard",
+                      "data.resample_max": 1.0}
 
 
 # ------------------------------------------------------------------------------------------ scalars
@@ -274,6 +275,10 @@ class DataConfig(Section):
     # Pixels of exactly this RGB colour are not part of the scene (e.g. the black fill around frames
     # projected by `goodsam data pinhole-to-erp`): no loss term uses them. null: every pixel counts.
     void_rgb: RGB = None
+    # The student's input (only) is given the detail of the panorama stored up to this many times smaller
+    # and upscaled, a factor drawn per panorama and step in [1, resample_max]; the TA's targets come from
+    # the panorama itself (a panorama is often less sharp than the frames a proxy is made of). 1: off.
+    resample_max: Number = 1.0
 
 
 class WindowConfig(Section):
@@ -563,6 +568,7 @@ def validate(config: TrainConfig) -> TrainConfig:
         (config.loss.boundary_form in ("paper", "disagreement"),
          "loss.boundary_form must be paper or disagreement"),
         (config.loss.eq4_target in ("hard", "soft"), "loss.eq4_target must be hard or soft"),
+        (config.data.resample_max >= 1, "data.resample_max must be >= 1"),
         (config.optim.student.lr >= 0 and config.optim.ta.lr >= 0, "learning rates must be >= 0"),
         (config.optim.grad_clip is None or config.optim.grad_clip > 0, "optim.grad_clip must be > 0 or null"),
         (all(v >= 0 for v in config.loss.term_weights().values()), "loss weights must be >= 0"),

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from goodsam.devices import auto_device, keep_freed_memory
 from goodsam.errors import ConfigError
 from goodsam.fileio import atomic_write_text
+from goodsam.imageio import resample
 from goodsam.mka.losses import TA_TERMS, LossWeights, PanoramaTargets, panorama_losses, panorama_targets
 from goodsam.model_format import export_model
 from goodsam.panorama.windows import WindowLayout, crop_windows, sliding_windows
@@ -266,12 +267,16 @@ class Trainer:
             targets, ta_logits = self._targets(sample, image)
             if self.memoize_targets:
                 self._frozen_targets[sample.index] = targets
-        aug = augment.Augmentation(self.layout.width)
+        aug, student_image = augment.Augmentation(self.layout.width), image
         if step is not None:
             aug = augment.sample_augmentation(self.layout.width, cfg.train.seed, step, sample.index,
                                               cfg.data.roll, cfg.data.flip)
+            factor = augment.sample_detail_factor(cfg.train.seed, step, sample.index, cfg.data.resample_max)
+            if factor > 1:
+                pixels = resample(np.ascontiguousarray(sample.image.permute(1, 2, 0).numpy()), factor)
+                student_image = torch.from_numpy(pixels).permute(2, 0, 1).to(self.device)
         with stage("student forward"):
-            student_in = augment.apply(image[None].float(), aug)
+            student_in = augment.apply(student_image[None].float(), aug)
             with self._autocast():
                 student_logits = forward_at_scale(
                     lambda x: self.student(self.student_module.preprocess(x)).logits, student_in,
