@@ -554,6 +554,14 @@ def test_sharpness_section_and_the_cvrg_reason_in_the_glance(tmp_path: Path) -> 
     stage = {"factors": ["1.00", "1.23"], "scales": ["1", "2", "3"], "rows": [127, 272], "headline": "full",
              "val": val, "cvrg": cvrg, "commands": [{"command": "x", "seconds": 300.0, "rc": 0}]}
     text = write_report(tmp_path, {**_state(), "sharpness": stage}, tmp_path).read_text()
+    assert "The remedy this suggests" not in text  # its run not measured
+    headline = "full_paper_boundary_student_scale3_objects"
+    detail = f"{headline}_detail"
+    runs = {f"run_{headline}": _run("headline", 33.5, 52.1, 44.9, name=headline),
+            f"run_{detail}": _run("detail", 33.0, 56.0, 44.0, name=detail)}
+    text = write_report(tmp_path, {**_state(), "sharpness": stage, **runs}, tmp_path).read_text()
+    assert (f"`{detail}`): proxy 33.0, CVRG 56.0, validation 44.0, against proxy 33.5, CVRG 52.1, "
+            "validation 44.9 without it." in text)
     assert "### 1e. Scale and sharpness" in text
     assert "| espnetv2-s2.0 | 3 | 48.1 | 27.9 |" in text
     assert "| espnetv2-s0.5 | 1 | 32.0 | 30.0 |" in text

@@ -848,7 +848,27 @@ def _glance_why_cvrg(state: dict) -> list[str]:
             "* The trained student (section 1e's weights) does not inherit the TA's collapse: at scale "
             f"{' / '.join(scales)} on CVRG {series(cvrg[trained], 'all')}, against the TA's "
             f"{series(cvrg[ta], 'all')}. Untrained, at scale {low}, it trails the TA by {_f(gap)} (section "
-            "1e): about the two networks' gap on the pinhole frames with full supervision (section 1c).", ""]
+            "1e): about the two networks' gap on the pinhole frames with full supervision (section 1c).",
+            *_detail_run_line(state), ""]
+
+
+def _detail_run_line(state: dict) -> list[str]:
+    """The headline recipe trained with the student's input resampled (:data:`DETAIL_RUN`) beside the
+    headline run and its seed repeat: the remedy the sharpness diagnosis suggests, measured."""
+    runs = _runs(state)
+    if DETAIL_RUN not in runs or SOFT_EQ4_AGAINST not in runs:
+        return []
+
+    def numbers(name: str) -> str:
+        results = runs[name]["results"]
+        return (f"proxy {_f(results.get(f'proxy/student_{name}', {}).get('miou'))}, CVRG "
+                f"{_f(results.get(f'cvrg/student_{name}', {}).get('miou'))}, validation "
+                f"{_f(_final_val(runs[name]))}")
+    repeat = f"{SOFT_EQ4_AGAINST}_seed{REPEAT_SEED}"
+    beside = f" (seed {REPEAT_SEED}: {numbers(repeat)})" if repeat in runs else ""
+    return ["* The remedy this suggests, by principle (`data.resample_max: 2`: the student's input given "
+            f"the detail of the panorama stored up to twice smaller; `{DETAIL_RUN}`): {numbers(DETAIL_RUN)}, "
+            f"against {numbers(SOFT_EQ4_AGAINST)} without it{beside}."]
 
 
 def _per_class_table(columns: dict[str, dict]) -> list[str]:
