@@ -292,7 +292,7 @@ def test_a_one_process_run_trains_in_one_process_with_both_threads(tmp_path: Pat
     assert {big, "oracle_eq4_scale3", "full_paper_boundary_student_s1.0_scale3",
             "full_paper_boundary_student_scale3_objects", "full_paper_boundary_student_scale3_objects_seed1",
             "ta_adapt", "full_paper_boundary_student_scale3_objects_soft_eq4", "eq4_scale3",
-            "eq4_scale3_seed1"} == ONE_PROCESS
+            "eq4_scale3_seed1", "full_paper_boundary_student_scale3_objects_detail"} == ONE_PROCESS
     # ta_adapt: the TA's checkpointed windows need one process; the others: the student at scale 3
     assert work.stage_run([], big)["student_scale"] == "3"
     work.stage_run([], "full")
@@ -558,10 +558,12 @@ def test_sharpness_section_and_the_cvrg_reason_in_the_glance(tmp_path: Path) -> 
     headline = "full_paper_boundary_student_scale3_objects"
     detail = f"{headline}_detail"
     runs = {f"run_{headline}": _run("headline", 33.5, 52.1, 44.9, name=headline),
-            f"run_{detail}": _run("detail", 33.0, 56.0, 44.0, name=detail)}
+            f"run_{detail}": _run("detail", 33.0, 56.0, 44.0, name=detail),
+            "run_eq4_seed1": _run("eq. 4 only, seed 1", 29.0, 51.0, 38.5, name="eq4_seed1")}
     text = write_report(tmp_path, {**_state(), "sharpness": stage, **runs}, tmp_path).read_text()
     assert (f"`{detail}`): proxy 33.0, CVRG 56.0, validation 44.0, against proxy 33.5, CVRG 52.1, "
-            "validation 44.9 without it." in text)
+            "validation 44.9 without it: proxy -0.5 (beyond the seed spread 0.4), CVRG +3.9 (beyond the "
+            "seed spread 0.3), validation -0.9 (beyond the seed spread 0.2)." in text)
     assert "### 1e. Scale and sharpness" in text
     assert "| espnetv2-s2.0 | 3 | 48.1 | 27.9 |" in text
     assert "| espnetv2-s0.5 | 1 | 32.0 | 30.0 |" in text

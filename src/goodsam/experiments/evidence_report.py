@@ -452,7 +452,7 @@ def glance_lines(data: dict, state: dict) -> list[str]:
         lines.append(f"| TA before → after its adaptation (`{name}`) | windows, scale "
                      f"{run.get('ta_scale')} | {arrows} |")
     lines += ["", *_glance_gain(data, eq4, headline), _glance_verdicts(acceptance_rows(data, state)), ""]
-    return lines + _glance_why(data, state) + _glance_why_cvrg(state)
+    return lines + _glance_why(data, state) + _glance_why_cvrg(data, state)
 
 
 def _glance_gain(data: dict, eq4: str, headline: str) -> list[str]:
@@ -819,7 +819,7 @@ def _sharpness_weights(state: dict, stage: dict) -> list[str]:
             "the noise between two trainings).", ""]
 
 
-def _glance_why_cvrg(state: dict) -> list[str]:
+def _glance_why_cvrg(data: dict, state: dict) -> list[str]:
     """The measurements that isolate why the CVRG line fails (the ``sharpness`` stage, section 1e)."""
     stage = state.get("sharpness")
     if not stage:
@@ -849,26 +849,38 @@ def _glance_why_cvrg(state: dict) -> list[str]:
             f"{' / '.join(scales)} on CVRG {series(cvrg[trained], 'all')}, against the TA's "
             f"{series(cvrg[ta], 'all')}. Untrained, at scale {low}, it trails the TA by {_f(gap)} (section "
             "1e): about the two networks' gap on the pinhole frames with full supervision (section 1c).",
-            *_detail_run_line(state), ""]
+            *_detail_run_line(data, state), ""]
 
 
-def _detail_run_line(state: dict) -> list[str]:
+def _detail_run_line(data: dict, state: dict) -> list[str]:
     """The headline recipe trained with the student's input resampled (:data:`DETAIL_RUN`) beside the
-    headline run and its seed repeat: the remedy the sharpness diagnosis suggests, measured."""
+    headline run and its seed repeat: the remedy the sharpness diagnosis suggests, measured, with its
+    differences read against the seed spread."""
     runs = _runs(state)
     if DETAIL_RUN not in runs or SOFT_EQ4_AGAINST not in runs:
         return []
 
+    def number(name: str, split: str) -> float | None:
+        if split == "val":
+            return _final_val(runs[name])
+        return runs[name]["results"].get(f"{split}/student_{name}", {}).get("miou")
+
     def numbers(name: str) -> str:
-        results = runs[name]["results"]
-        return (f"proxy {_f(results.get(f'proxy/student_{name}', {}).get('miou'))}, CVRG "
-                f"{_f(results.get(f'cvrg/student_{name}', {}).get('miou'))}, validation "
-                f"{_f(_final_val(runs[name]))}")
+        return ", ".join(f"{label} {_f(number(name, split))}"
+                         for split, label in (("proxy", "proxy"), ("cvrg", "CVRG"), ("val", "validation")))
     repeat = f"{SOFT_EQ4_AGAINST}_seed{REPEAT_SEED}"
     beside = f" (seed {REPEAT_SEED}: {numbers(repeat)})" if repeat in runs else ""
+    spread = data.get("seed_spread", {})
+    changes = []
+    for split, label in (("proxy", "proxy"), ("cvrg", "CVRG"), ("val", "validation")):
+        new, old = number(DETAIL_RUN, split), number(SOFT_EQ4_AGAINST, split)
+        if new is not None and old is not None and spread.get(split) is not None:
+            beyond = "beyond" if abs(new - old) > spread[split] else "within"
+            changes.append(f"{label} {new - old:+.1f} ({beyond} the seed spread {spread[split]:.1f})")
     return ["* The remedy this suggests, by principle (`data.resample_max: 2`: the student's input given "
             f"the detail of the panorama stored up to twice smaller; `{DETAIL_RUN}`): {numbers(DETAIL_RUN)}, "
-            f"against {numbers(SOFT_EQ4_AGAINST)} without it{beside}."]
+            f"against {numbers(SOFT_EQ4_AGAINST)} without it{beside}"
+            + (": " + ", ".join(changes) if changes else "") + "."]
 
 
 def _per_class_table(columns: dict[str, dict]) -> list[str]:
