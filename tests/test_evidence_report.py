@@ -564,6 +564,11 @@ def test_sharpness_section_and_the_cvrg_reason_in_the_glance(tmp_path: Path) -> 
     assert (f"`{detail}`): proxy 33.0, CVRG 56.0, validation 44.0, against proxy 33.5, CVRG 52.1, "
             "validation 44.9 without it: proxy -0.5 (beyond the seed spread 0.4), CVRG +3.9 (beyond the "
             "seed spread 0.3), validation -0.9 (beyond the seed spread 0.2)." in text)
+    for name, numbers in ((headline, (34.5, 52.1, 45.1)), (detail, (34.0, 55.0, 44.2))):
+        runs[f"run_{name}_seed1"] = _run("seed 1", *numbers, name=f"{name}_seed1")
+    text = write_report(tmp_path, {**_state(), "sharpness": stage, **runs}, tmp_path).read_text()
+    assert (f"`{detail}`, means of seeds 0 and 1): proxy 33.5, CVRG 55.5, validation 44.1, against proxy "
+            "34.0, CVRG 52.1, validation 45.0 without it: proxy -0.5" in text)
     assert "### 1e. Scale and sharpness" in text
     assert "| espnetv2-s2.0 | 3 | 48.1 | 27.9 |" in text
     assert "| espnetv2-s0.5 | 1 | 32.0 | 30.0 |" in text

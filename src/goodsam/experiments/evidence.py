@@ -203,6 +203,10 @@ RUNS = {
     DETAIL_RUN: ([*HEADLINE_SCALE3, OBJECTS_SAFEGUARD, "data.resample_max=2"],
                  "eq. 4 + 5 + 7, paper boundary form, student at scale 3, TA kept on pole/light/sign, the "
                  "student's input resampled up to 2x smaller"),
+    f"{DETAIL_RUN}_seed{REPEAT_SEED}": (
+        [*HEADLINE_SCALE3, OBJECTS_SAFEGUARD, "data.resample_max=2", f"train.seed={REPEAT_SEED}"],
+        "eq. 4 + 5 + 7, paper boundary form, student at scale 3, TA kept on pole/light/sign, the student's "
+        f"input resampled up to 2x smaller, seed {REPEAT_SEED}"),
     # eq. 4 alone at the headline's student scale 3: the headline's "without GoodSAM's parts" like for like
     # (the ``eq4`` run is at scale 2)
     "eq4_scale3": ([*EQ4_ONLY, "student.scale=3"], "eq. 4 only, student at scale 3"),
@@ -221,7 +225,7 @@ assert set(SEED_REPEATS) <= set(RUNS)
 ONE_PROCESS = {"full_paper_boundary_student_scale3", "oracle_eq4_scale3",
                "full_paper_boundary_student_s1.0_scale3", "full_paper_boundary_student_scale3_objects",
                "full_paper_boundary_student_scale3_objects_seed1", "ta_adapt", SOFT_EQ4_RUN, "eq4_scale3",
-               "eq4_scale3_seed1", DETAIL_RUN}
+               "eq4_scale3_seed1", DETAIL_RUN, f"{DETAIL_RUN}_seed{REPEAT_SEED}"}
 assert {*RUNS, *ORACLE_STAGES.values()} >= ONE_PROCESS
 STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_select", "eval_before",
           "fusion_eval", "sam_points", "run_eq4", "run_eq45", "run_full", "oracle", "run_full_ssa",
@@ -235,7 +239,8 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "run_ta_adapt",
           "inference_modes", "run_eq45_seed1", "run_full_paper_boundary_seed1",
           "run_full_paper_boundary_ssa_seed1", f"run_{SOFT_EQ4_RUN}", "run_eq4_scale3",
-          "run_eq4_scale3_seed1", "sharpness", f"run_{DETAIL_RUN}", "overlays", "report")
+          "run_eq4_scale3_seed1", "sharpness", f"run_{DETAIL_RUN}",
+          f"run_{DETAIL_RUN}_seed{REPEAT_SEED}", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
 # other stage's product is its record (numbers, commands, walls) or committed files (the overlays' PNGs).

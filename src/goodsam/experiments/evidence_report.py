@@ -104,7 +104,8 @@ HEADLINE_SEED1 = "full_paper_boundary_student_scale3_objects_seed1"
 SEED_REPEATS = {"eq4_seed1": "eq4", "full_seed1": "full",  # repeat -> the run it repeats at seed 0
                 HEADLINE_SEED1: "full_paper_boundary_student_scale3_objects", "eq45_seed1": "eq45",
                 "full_paper_boundary_seed1": "full_paper_boundary",
-                "full_paper_boundary_ssa_seed1": "full_paper_boundary_ssa", "eq4_scale3_seed1": "eq4_scale3"}
+                "full_paper_boundary_ssa_seed1": "full_paper_boundary_ssa", "eq4_scale3_seed1": "eq4_scale3",
+                f"{DETAIL_RUN}_seed{REPEAT_SEED}": DETAIL_RUN}
 REPEATED = {original: repeat for repeat, original in SEED_REPEATS.items()}  # run -> its seed-1 repeat
 
 
@@ -853,34 +854,26 @@ def _glance_why_cvrg(data: dict, state: dict) -> list[str]:
 
 
 def _detail_run_line(data: dict, state: dict) -> list[str]:
-    """The headline recipe trained with the student's input resampled (:data:`DETAIL_RUN`) beside the
-    headline run and its seed repeat: the remedy the sharpness diagnosis suggests, measured, with its
-    differences read against the seed spread."""
-    runs = _runs(state)
+    """The headline recipe trained with the student's input resampled (:data:`DETAIL_RUN`) against the
+    headline run: the remedy the sharpness diagnosis suggests, measured (means of two seeds when both
+    were repeated, like a component line), its differences read against the seed spread."""
+    runs, spread = data["runs"], data.get("seed_spread", {})
     if DETAIL_RUN not in runs or SOFT_EQ4_AGAINST not in runs:
         return []
+    means = _seed_means(runs, DETAIL_RUN, SOFT_EQ4_AGAINST)
+    new, old = means or (_run_numbers(runs[DETAIL_RUN]), _run_numbers(runs[SOFT_EQ4_AGAINST]))
+    labels = {"proxy": "proxy", "cvrg": "CVRG", "val": "validation"}
 
-    def number(name: str, split: str) -> float | None:
-        if split == "val":
-            return _final_val(runs[name])
-        return runs[name]["results"].get(f"{split}/student_{name}", {}).get("miou")
-
-    def numbers(name: str) -> str:
-        return ", ".join(f"{label} {_f(number(name, split))}"
-                         for split, label in (("proxy", "proxy"), ("cvrg", "CVRG"), ("val", "validation")))
-    repeat = f"{SOFT_EQ4_AGAINST}_seed{REPEAT_SEED}"
-    beside = f" (seed {REPEAT_SEED}: {numbers(repeat)})" if repeat in runs else ""
-    spread = data.get("seed_spread", {})
-    changes = []
-    for split, label in (("proxy", "proxy"), ("cvrg", "CVRG"), ("val", "validation")):
-        new, old = number(DETAIL_RUN, split), number(SOFT_EQ4_AGAINST, split)
-        if new is not None and old is not None and spread.get(split) is not None:
-            beyond = "beyond" if abs(new - old) > spread[split] else "within"
-            changes.append(f"{label} {new - old:+.1f} ({beyond} the seed spread {spread[split]:.1f})")
+    def numbers(values: dict) -> str:
+        return ", ".join(f"{label} {_f(values[key])}" for key, label in labels.items())
+    changes = [f"{label} {new[key] - old[key]:+.1f} ("
+               f"{'beyond' if abs(new[key] - old[key]) > spread[key] else 'within'} the seed spread "
+               f"{spread[key]:.1f})" for key, label in labels.items()
+               if new[key] is not None and old[key] is not None and spread.get(key) is not None]
+    seeds = f", means of seeds 0 and {REPEAT_SEED}" if means else ""
     return ["* The remedy this suggests, by principle (`data.resample_max: 2`: the student's input given "
-            f"the detail of the panorama stored up to twice smaller; `{DETAIL_RUN}`): {numbers(DETAIL_RUN)}, "
-            f"against {numbers(SOFT_EQ4_AGAINST)} without it{beside}"
-            + (": " + ", ".join(changes) if changes else "") + "."]
+            f"the detail of the panorama stored up to twice smaller; `{DETAIL_RUN}`{seeds}): {numbers(new)}, "
+            f"against {numbers(old)} without it" + (": " + ", ".join(changes) if changes else "") + "."]
 
 
 def _per_class_table(columns: dict[str, dict]) -> list[str]:
