@@ -292,7 +292,8 @@ def test_a_one_process_run_trains_in_one_process_with_both_threads(tmp_path: Pat
     assert {big, "oracle_eq4_scale3", "full_paper_boundary_student_s1.0_scale3",
             "full_paper_boundary_student_scale3_objects", "full_paper_boundary_student_scale3_objects_seed1",
             "ta_adapt", "full_paper_boundary_student_scale3_objects_soft_eq4", "eq4_scale3",
-            "eq4_scale3_seed1", "full_paper_boundary_student_scale3_objects_detail"} == ONE_PROCESS
+            "eq4_scale3_seed1", "full_paper_boundary_student_scale3_objects_detail",
+            "full_paper_boundary_student_scale3_objects_detail_seed1"} == ONE_PROCESS
     # ta_adapt: the TA's checkpointed windows need one process; the others: the student at scale 3
     assert work.stage_run([], big)["student_scale"] == "3"
     work.stage_run([], "full")

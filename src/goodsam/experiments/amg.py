@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from goodsam.assets import find_asset
-from goodsam.sam import MaskSet, fast_decoder
+from goodsam.sam import MaskSet, fast_decoder, native
 
 PANORAMAS = ("pass_1027U_0.png", "pass_1210U_1.png", "pass_7100U_1.png")
 WINDOW_X0 = (0, 768, 1536)  # window k: panorama k % 3, columns WINDOW_X0[k % 3] .. + 512
@@ -229,8 +229,6 @@ def decoder_profile(fast, image: np.ndarray) -> dict[str, dict[str, float]]:
     tensors: the matrix library's own speed at those shapes), the other PyTorch operations (elementwise
     passes, copies, reductions), the fused C loops (:mod:`goodsam.sam.native`, timed per call) and the rest
     (Python and dispatch). Milliseconds and GFLOP per prompt."""
-    from goodsam.sam import native
-
     model, decoder, chunk = fast.sam.model, fast.decoder, fast.prompts_per_call
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
