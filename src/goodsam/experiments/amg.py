@@ -146,20 +146,27 @@ def sgemm_rate() -> float:
     return 2 * 2048 * 256 * 256 / _seconds(lambda: a @ b, 50) / 1e9
 
 
+def _decoder_stages(fast, image: np.ndarray) -> dict[str, Callable[[], object]]:
+    """The fast decoder's two stages (transform, upscale) on the first ``prompts_per_call`` prompts of the
+    point grid of ``image`` (one crop), ready to run again and again."""
+    model, decoder = fast.sam.model, fast.decoder
+    h, w = image.shape[:2]
+    job = fast.prepare_crop(image, [0, 0, w, h], 0, (h, w))
+    ctx, valid, batch = job.ctx, job.upsampler.tokens, job.sparse[:fast.prompts_per_call]
+    tokens = list(range(1, model.mask_decoder.num_mask_tokens))
+    state = decoder.transform(ctx, batch)
+    return {"transform": lambda: decoder.transform(ctx, batch),
+            "upscale": lambda: decoder.masks(state, ctx, None, tokens, valid)}
+
+
 def decoder_floor(fast, image: np.ndarray) -> dict[str, float]:
     """Per-prompt FLOPs (matrix products, counted with ``torch.utils.flop_counter``) and single-thread
     time of the fast decoder's two stages on ``image``, and this core's float32 matrix-product rate."""
-    model, decoder, chunk = fast.sam.model, fast.decoder, fast.prompts_per_call
+    chunk = fast.prompts_per_call
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        h, w = image.shape[:2]
-        job = fast.prepare_crop(image, [0, 0, w, h], 0, (h, w))
-        ctx, valid, batch = job.ctx, job.upsampler.tokens, job.sparse[:chunk]
-        tokens = list(range(1, model.mask_decoder.num_mask_tokens))
-        state = decoder.transform(ctx, batch)
-        stages = {"transform": lambda: decoder.transform(ctx, batch),
-                  "upscale": lambda: decoder.masks(state, ctx, None, tokens, valid)}
+        stages = _decoder_stages(fast, image)
         result = {"sgemm_rate": sgemm_rate()}
         onednn, fast_decoder._ONEDNN_OK = fast_decoder._ONEDNN_OK, False  # count F.linear, not oneDNN
         try:
@@ -229,20 +236,14 @@ def decoder_profile(fast, image: np.ndarray) -> dict[str, dict[str, float]]:
     tensors: the matrix library's own speed at those shapes), the other PyTorch operations (elementwise
     passes, copies, reductions), the fused C loops (:mod:`goodsam.sam.native`, timed per call) and the rest
     (Python and dispatch). Milliseconds and GFLOP per prompt."""
-    model, decoder, chunk = fast.sam.model, fast.decoder, fast.prompts_per_call
+    chunk = fast.prompts_per_call
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     library = native.kernels()
     timed = _TimedLibrary(library) if library is not None else None
     original = native.kernels
     try:
-        h, w = image.shape[:2]
-        job = fast.prepare_crop(image, [0, 0, w, h], 0, (h, w))
-        ctx, valid, batch = job.ctx, job.upsampler.tokens, job.sparse[:chunk]
-        tokens = list(range(1, model.mask_decoder.num_mask_tokens))
-        state = decoder.transform(ctx, batch)
-        stages = {"transform": lambda: decoder.transform(ctx, batch),
-                  "upscale": lambda: decoder.masks(state, ctx, None, tokens, valid)}
+        stages = _decoder_stages(fast, image)
         if timed is not None:
             native.kernels = lambda: timed
         result = {}
