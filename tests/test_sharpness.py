@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from goodsam.evaluation.class_maps import get_class_map
-from goodsam.experiments.sharpness import content_rows, score_whole
+from goodsam.experiments.sharpness import content_rows, mask_purity, score_whole
 from goodsam.imageio import resample
 from goodsam.inference import load_model, predict_labels
 
@@ -47,3 +47,24 @@ def test_score_whole_splits_the_rows_it_scores() -> None:
     assert scores["outside"] == pytest.approx(0.0)
     assert 0.0 < scores["all"] < 100.0
     assert set(score_whole(model, [(image, own)], class_map, "1")) == {"all"}
+
+
+def test_mask_purity_is_the_share_of_mask_pixels_on_their_majority_label() -> None:
+    from goodsam.panorama.windows import sliding_windows
+    from goodsam.sam.base import MaskSet
+    from goodsam.sam.cache import PanoramaMasks
+
+    layout = sliding_windows(4, 8, 4, 4)  # two windows: columns 0-3 and 4-7
+    left = np.zeros((1, 4, 4), dtype=bool)
+    left[0, :, :2] = True  # 8 pixels
+    right = np.zeros((1, 4, 4), dtype=bool)
+    right[0, :2] = True  # 8 pixels of the second window
+    prediction = np.zeros((4, 8), dtype=np.uint8)
+    prediction[0, 0] = 3  # one of the left mask's pixels disagrees
+    prediction[0, 4:8] = 5  # the right mask: 4 pixels of 5, 4 of 0
+
+    def masks(m: np.ndarray) -> MaskSet:
+        ones = np.ones(1, np.float32)
+        return MaskSet(m, m.sum((1, 2)).astype(np.int64), ones, ones, np.zeros((1, 4), np.int64))
+    panorama = PanoramaMasks(layout, [masks(left), masks(right)], [])
+    assert mask_purity(prediction, panorama) == pytest.approx(100 * (7 + 4) / 16)

@@ -50,11 +50,12 @@ from goodsam.experiments.evidence_report import (
     override_values,
     write_report,
 )
-from goodsam.experiments.sharpness import content_rows, score_whole
+from goodsam.experiments.sharpness import content_rows, mask_purity, score_whole
 from goodsam.fileio import save_tensors
 from goodsam.imageio import load_label, load_rgb, save_png
 from goodsam.inference import default_scale, load_model, predict_labels
 from goodsam.panorama.windows import WindowLayout, sliding_windows
+from goodsam.sam.cache import load_panorama_masks
 from goodsam.segmenters import build_segmenter
 from goodsam.train.data import fit_erp_band_labelled, fit_erp_folder
 from goodsam.train.trainer import recorded_train_seconds
@@ -240,6 +241,7 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "inference_modes", "run_eq45_seed1", "run_full_paper_boundary_seed1",
           "run_full_paper_boundary_ssa_seed1", f"run_{SOFT_EQ4_RUN}", "run_eq4_scale3",
           "run_eq4_scale3_seed1", "sharpness", f"run_{DETAIL_RUN}",
+          "mask_purity",
           f"run_{DETAIL_RUN}_seed{REPEAT_SEED}", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
@@ -594,6 +596,31 @@ class Evidence:
                        "seconds": round(time.perf_counter() - start, 1), "rc": 0})
         return {"factors": [f"{f:.2f}" for f in SHARPNESS_FACTORS], "scales": list(SHARPNESS_SCALES),
                 "rows": list(rows), "headline": headline, "val": val_rows, "cvrg": cvrg_rows}
+
+    def stage_mask_purity(self, record: list) -> dict:
+        """A label-free reading of the TA's scale (a lead for the CVRG line, explored after CVRG's labels
+        had been read: chooses nothing): :func:`mask_purity` of the TA's whole-panorama prediction at
+        :data:`SHARPNESS_SCALES` against the 16x16 SAM masks, on the aachen validation panoramas and the
+        CVRG band (its masks made here)."""
+        val_masks = self.compute_masks("val", record)
+        cvrg_masks = self.masks_dir("cvrg", POINTS)
+        self.run([*GOODSAM, "masks", str(self.work / "cvrg" / "images"), "--out", str(cvrg_masks), "--config",
+                  CONFIG, "--points-per-side", str(POINTS), "--height", "400", "--width", "2048"],
+                 self.work / "logs" / "masks_cvrg", record, threads=2)
+        start = time.perf_counter()
+        ta = load_model(TA)
+        folders = {"val": (self.work / "proxy" / "val" / "images", val_masks),
+                   "cvrg": (self.work / "cvrg" / "images", cvrg_masks)}
+        purity: dict = {}
+        for split, (images, masks) in folders.items():
+            for scale in SHARPNESS_SCALES:
+                values = [mask_purity(predict_labels(ta, load_rgb(path), scale=scale),
+                                      load_panorama_masks(masks / f"{path.name}.npz"))
+                          for path in sorted(images.glob("*.png"))]
+                purity.setdefault(split, {})[scale] = float(np.mean(values))
+        record.append({"command": "python benchmarks/evidence.py --only mask_purity (in-process)",
+                       "seconds": round(time.perf_counter() - start, 1), "rc": 0})
+        return {"model": TA, "scales": list(SHARPNESS_SCALES), "purity": purity}
 
     def stage_fusion_eval(self, record: list) -> dict:
         start = time.perf_counter()

@@ -799,9 +799,33 @@ def _sharpness_lines(state: dict) -> list[str]:
     for model, scales in stage["cvrg"].items():
         for scale, cells in scales.items():
             lines.append(f"| {model} | {scale} | " + " | ".join(_f(cells.get(p)) for p in parts) + " |")
-    lines += ["", *_sharpness_weights(state, stage)]
+    lines += ["", *_sharpness_weights(state, stage), *_purity_lines(state)]
     seconds = sum(item["seconds"] for item in stage.get("commands", []))
     return lines + [f"`python benchmarks/evidence.py --only sharpness` (in-process): {_wall(seconds)}.", ""]
+
+
+def _purity_lines(state: dict) -> list[str]:
+    """The ``mask_purity`` stage: the TA's agreement with SAM's regions (no label read) by scale, beside
+    its mIoU (section 1e's whole-panorama numbers)."""
+    stage, sharp = state.get("mask_purity"), state.get("sharpness")
+    if not stage or not sharp:
+        return []
+    model, scales = stage["model"], stage["scales"]
+    factor = sharp["factors"][0]
+    miou = {"val": {s: sharp["val"].get(model, {}).get(s, {}).get(factor) for s in scales},
+            "cvrg": {s: sharp["cvrg"].get(model, {}).get(s, {}).get("all") for s in scales}}
+    lines = [f"A label-free reading of the TA's scale: the share of each SAM mask's pixels (16x16 points, "
+             f"every window) that carry the mask's most frequent label in {model}'s whole-panorama "
+             "prediction, beside its mIoU. Explored after CVRG's labels had been read: a lead, not a "
+             "chosen setting.", "",
+             "| panorama | " + " | ".join(f"scale {s}: purity / mIoU" for s in scales) + " |",
+             "|---|" + "---|" * len(scales)]
+    for split, label in (("val", "aachen validation"), ("cvrg", "CVRG")):
+        cells = [f"{_f(stage['purity'][split].get(s))} / {_f(miou[split][s])}" for s in scales]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    seconds = sum(item["seconds"] for item in stage.get("commands", []))
+    return lines + ["", f"`python benchmarks/evidence.py --only mask_purity` (CVRG masks included): "
+                    f"{_wall(seconds)}.", ""]
 
 
 def _sharpness_weights(state: dict, stage: dict) -> list[str]:
@@ -850,7 +874,30 @@ def _glance_why_cvrg(data: dict, state: dict) -> list[str]:
             f"{' / '.join(scales)} on CVRG {series(cvrg[trained], 'all')}, against the TA's "
             f"{series(cvrg[ta], 'all')}. Untrained, at scale {low}, it trails the TA by {_f(gap)} (section "
             "1e): about the two networks' gap on the pinhole frames with full supervision (section 1c).",
-            *_detail_run_line(data, state), ""]
+            *_detail_run_line(data, state), *_purity_glance(state), ""]
+
+
+def _purity_glance(state: dict) -> list[str]:
+    """Which scale the TA's SAM-mask purity (no label read) ranks first on validation and on CVRG."""
+    stage, sharp = state.get("mask_purity"), state.get("sharpness")
+    if not stage or not sharp:
+        return []
+    purity, scales, model = stage["purity"], stage["scales"], stage["model"]
+    miou = {"val": {s: sharp["val"][model][s][sharp["factors"][0]] for s in scales},
+            "cvrg": {s: sharp["cvrg"][model][s]["all"] for s in scales}}
+
+    def best(split: str) -> str:
+        return max(scales, key=lambda s: purity[split][s])
+
+    def series(split: str) -> str:
+        return " / ".join(_f(purity[split][s]) for s in scales)
+    same = all(sorted(scales, key=purity[split].get) == sorted(scales, key=miou[split].get)
+               for split in ("val", "cvrg"))
+    order = "the order of its mIoU on each" if same else "not everywhere the order of its mIoU"
+    return [f"* A lead, label-free: the TA's agreement with SAM's regions at scale {' / '.join(scales)} is "
+            f"{series('val')} on aachen validation (highest at scale {best('val')}) and {series('cvrg')} on "
+            f"CVRG (highest at scale {best('cvrg')}), {order} (section 1e); explored after CVRG's labels "
+            "had been read, so not a chosen setting."]
 
 
 def _detail_run_line(data: dict, state: dict) -> list[str]:

@@ -5,7 +5,8 @@ The pinhole-to-ERP proxy pastes Cityscapes frames, downscaled about four times, 
 pixels are sharper than those of a panorama captured at that size, and only the rows of the frames' own
 vertical field of view carry content. :func:`resample` gives a panorama the detail of one stored smaller
 and upscaled (the CVRG band is its 1664-px panorama upscaled to 2048, x1.23); :func:`score_whole` scores a
-model on the whole panorama, on all rows and inside / outside a band of rows.
+model on the whole panorama, on all rows and inside / outside a band of rows; :func:`mask_purity` is a
+label-free score of a prediction against SAM's regions.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from goodsam.evaluation.class_maps import ClassMap
 from goodsam.evaluation.metrics import ConfusionMatrix
 from goodsam.imageio import resample
 from goodsam.inference import predict_labels
+from goodsam.sam.cache import PanoramaMasks
 
 PARTS = ("all", "inside", "outside")
 
@@ -52,3 +54,19 @@ def score_whole(model, samples: Sequence[tuple[np.ndarray, np.ndarray]], class_m
             matrices["inside"].update(np.where(inside[:, None], target, -1), prediction)  # -1: not scored
             matrices["outside"].update(np.where(inside[:, None], -1, target), prediction)
     return {part: 100 * matrix.compute().miou for part, matrix in matrices.items()}
+
+
+def mask_purity(prediction: np.ndarray, masks: PanoramaMasks) -> float:
+    """Share (%) of the pixels of the SAM masks of every window of ``masks`` that carry their mask's most
+    frequent label in ``prediction`` (trainIds over the whole panorama): how well a prediction agrees
+    with SAM's regions, with no label read."""
+    agree = total = 0
+    for k, window in enumerate(masks.windows):
+        crop = prediction[:, masks.layout.window_columns(k)]
+        for mask in window.masks:
+            labels = crop[mask]
+            if labels.size:
+                agree += int(np.bincount(labels).max())
+                total += labels.size
+    return 100.0 * agree / max(total, 1)
+
