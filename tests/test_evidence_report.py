@@ -570,16 +570,23 @@ def test_sharpness_section_and_the_cvrg_reason_in_the_glance(tmp_path: Path) -> 
     text = write_report(tmp_path, {**_state(), "sharpness": stage, **runs}, tmp_path).read_text()
     assert (f"`{detail}`, means of seeds 0 and 1): proxy 33.5, CVRG 55.5, validation 44.1, against proxy "
             "34.0, CVRG 52.1, validation 45.0 without it: proxy -0.5" in text)
-    assert "A lead, label-free" not in text  # the mask_purity stage not run
-    purity = {"model": "espnetv2-s2.0", "scales": ["1", "2", "3"],
-              "purity": {"val": scales(63.4, 66.4, 78.2), "cvrg": scales(88.5, 72.7, 69.6)},
+    assert "A label-free lead" not in text  # the mask_purity stage not run
+    purity = {"model": "espnetv2-s2.0", "scales": ["1", "2", "3"], "factor": "1.23",
+              "purity": {"val": scales(63.4, 66.4, 78.2), "val_resampled": scales(60.4, 72.7, 78.0),
+                         "cvrg": scales(88.5, 72.7, 69.6)},
               "commands": [{"command": "x", "seconds": 113.0, "rc": 0}]}
     state = {**_state(), "sharpness": stage, "mask_purity": purity}
     text = write_report(tmp_path, state, tmp_path).read_text()
     assert "| aachen validation | 63.4 / 32.4 | 66.4 / 44.0 | 78.2 / 48.1 |" in text
+    assert ("| aachen validation with the CVRG band's detail | 60.4 / 28.9 | 72.7 / 30.0 | 78.0 / 27.9 |"
+            in text)
     assert "| CVRG | 88.5 / 59.7 | 72.7 / 25.6 | 69.6 / 20.6 |" in text
-    assert ("is 63.4 / 66.4 / 78.2 on aachen validation (highest at scale 3) and 88.5 / 72.7 / 69.6 on CVRG "
-            "(highest at scale 1), the order of its mIoU on each" in text)
+    assert ("aachen validation with the CVRG band's detail 60.4 / 72.7 / 78.0 (first: scale 3; by mIoU: 2)"
+            in text)
+    assert "so it fails as a rule" in text
+    purity["purity"].pop("val_resampled")
+    text = write_report(tmp_path, state, tmp_path).read_text()
+    assert "It puts first the scale the labels put first everywhere" in text
     assert "### 1e. Scale and sharpness" in text
     assert "| espnetv2-s2.0 | 3 | 48.1 | 27.9 |" in text
     assert "| espnetv2-s0.5 | 1 | 32.0 | 30.0 |" in text

@@ -52,7 +52,7 @@ from goodsam.experiments.evidence_report import (
 )
 from goodsam.experiments.sharpness import content_rows, mask_purity, score_whole
 from goodsam.fileio import save_tensors
-from goodsam.imageio import load_label, load_rgb, save_png
+from goodsam.imageio import load_label, load_rgb, resample, save_png
 from goodsam.inference import default_scale, load_model, predict_labels
 from goodsam.panorama.windows import WindowLayout, sliding_windows
 from goodsam.sam.cache import load_panorama_masks
@@ -600,27 +600,35 @@ class Evidence:
     def stage_mask_purity(self, record: list) -> dict:
         """A label-free reading of the TA's scale (a lead for the CVRG line, explored after CVRG's labels
         had been read: chooses nothing): :func:`mask_purity` of the TA's whole-panorama prediction at
-        :data:`SHARPNESS_SCALES` against the 16x16 SAM masks, on the aachen validation panoramas and the
-        CVRG band (its masks made here)."""
-        val_masks = self.compute_masks("val", record)
-        cvrg_masks = self.masks_dir("cvrg", POINTS)
-        self.run([*GOODSAM, "masks", str(self.work / "cvrg" / "images"), "--out", str(cvrg_masks), "--config",
-                  CONFIG, "--points-per-side", str(POINTS), "--height", "400", "--width", "2048"],
-                 self.work / "logs" / "masks_cvrg", record, threads=2)
+        :data:`SHARPNESS_SCALES` against 16x16 SAM masks of the same images, on the aachen validation
+        panoramas, on their copies with the CVRG band's detail (``val_resampled``: the training-side test
+        of the criterion under that shift) and on the CVRG band (masks of both made here)."""
+        factor = SHARPNESS_FACTORS[1]
+        resampled = self.work / "proxy" / "val_resampled" / "images"
+        resampled.mkdir(parents=True, exist_ok=True)
+        for path in sorted((self.work / "proxy" / "val" / "images").glob("*.png")):
+            if not (resampled / path.name).is_file():
+                save_png(resampled / path.name, resample(load_rgb(path), factor))
+        folders = {"val": self.work / "proxy" / "val" / "images", "val_resampled": resampled,
+                   "cvrg": self.work / "cvrg" / "images"}
+        masks = {"val": self.compute_masks("val", record)}
+        for split in ("val_resampled", "cvrg"):
+            masks[split] = self.masks_dir(split, POINTS)
+            self.run([*GOODSAM, "masks", str(folders[split]), "--out", str(masks[split]), "--config", CONFIG,
+                      "--points-per-side", str(POINTS), "--height", "400", "--width", "2048"],
+                     self.work / "logs" / f"masks_{split}", record, threads=2)
         start = time.perf_counter()
         ta = load_model(TA)
-        folders = {"val": (self.work / "proxy" / "val" / "images", val_masks),
-                   "cvrg": (self.work / "cvrg" / "images", cvrg_masks)}
         purity: dict = {}
-        for split, (images, masks) in folders.items():
+        for split, images in folders.items():
             for scale in SHARPNESS_SCALES:
                 values = [mask_purity(predict_labels(ta, load_rgb(path), scale=scale),
-                                      load_panorama_masks(masks / f"{path.name}.npz"))
+                                      load_panorama_masks(masks[split] / f"{path.name}.npz"))
                           for path in sorted(images.glob("*.png"))]
                 purity.setdefault(split, {})[scale] = float(np.mean(values))
         record.append({"command": "python benchmarks/evidence.py --only mask_purity (in-process)",
                        "seconds": round(time.perf_counter() - start, 1), "rc": 0})
-        return {"model": TA, "scales": list(SHARPNESS_SCALES), "purity": purity}
+        return {"model": TA, "scales": list(SHARPNESS_SCALES), "factor": f"{factor:.2f}", "purity": purity}
 
     def stage_fusion_eval(self, record: list) -> dict:
         start = time.perf_counter()

@@ -804,27 +804,39 @@ def _sharpness_lines(state: dict) -> list[str]:
     return lines + [f"`python benchmarks/evidence.py --only sharpness` (in-process): {_wall(seconds)}.", ""]
 
 
+SPLIT_NAMES = {"val": "aachen validation", "val_resampled": "aachen validation with the CVRG band's detail",
+               "cvrg": "CVRG"}
+
+
+def _purity_miou(state: dict) -> dict[str, dict[str, float | None]]:
+    """The TA's whole-panorama mIoU (section 1e) beside each split the ``mask_purity`` stage scored."""
+    stage, sharp = state["mask_purity"], state["sharpness"]
+    model, scales = stage["model"], stage["scales"]
+    factors = {"val": sharp["factors"][0], "val_resampled": stage.get("factor")}
+    miou = {split: {s: sharp["val"].get(model, {}).get(s, {}).get(factor) for s in scales}
+            for split, factor in factors.items()}
+    miou["cvrg"] = {s: sharp["cvrg"].get(model, {}).get(s, {}).get("all") for s in scales}
+    return {split: miou[split] for split in stage["purity"]}
+
+
 def _purity_lines(state: dict) -> list[str]:
     """The ``mask_purity`` stage: the TA's agreement with SAM's regions (no label read) by scale, beside
     its mIoU (section 1e's whole-panorama numbers)."""
-    stage, sharp = state.get("mask_purity"), state.get("sharpness")
-    if not stage or not sharp:
+    stage = state.get("mask_purity")
+    if not stage or not state.get("sharpness"):
         return []
-    model, scales = stage["model"], stage["scales"]
-    factor = sharp["factors"][0]
-    miou = {"val": {s: sharp["val"].get(model, {}).get(s, {}).get(factor) for s in scales},
-            "cvrg": {s: sharp["cvrg"].get(model, {}).get(s, {}).get("all") for s in scales}}
+    model, scales, miou = stage["model"], stage["scales"], _purity_miou(state)
     lines = [f"A label-free reading of the TA's scale: the share of each SAM mask's pixels (16x16 points, "
-             f"every window) that carry the mask's most frequent label in {model}'s whole-panorama "
-             "prediction, beside its mIoU. Explored after CVRG's labels had been read: a lead, not a "
-             "chosen setting.", "",
+             f"every window, masks of the images scored) that carry the mask's most frequent label in "
+             f"{model}'s whole-panorama prediction, beside its mIoU. Explored after CVRG's labels had been "
+             "read: a lead, not a chosen setting.", "",
              "| panorama | " + " | ".join(f"scale {s}: purity / mIoU" for s in scales) + " |",
              "|---|" + "---|" * len(scales)]
-    for split, label in (("val", "aachen validation"), ("cvrg", "CVRG")):
-        cells = [f"{_f(stage['purity'][split].get(s))} / {_f(miou[split][s])}" for s in scales]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for split, values in stage["purity"].items():
+        cells = [f"{_f(values.get(s))} / {_f(miou[split][s])}" for s in scales]
+        lines.append(f"| {SPLIT_NAMES.get(split, split)} | " + " | ".join(cells) + " |")
     seconds = sum(item["seconds"] for item in stage.get("commands", []))
-    return lines + ["", f"`python benchmarks/evidence.py --only mask_purity` (CVRG masks included): "
+    return lines + ["", f"`python benchmarks/evidence.py --only mask_purity` (masks included): "
                     f"{_wall(seconds)}.", ""]
 
 
@@ -878,25 +890,24 @@ def _glance_why_cvrg(data: dict, state: dict) -> list[str]:
 
 
 def _purity_glance(state: dict) -> list[str]:
-    """Which scale the TA's SAM-mask purity (no label read) ranks first on validation and on CVRG."""
-    stage, sharp = state.get("mask_purity"), state.get("sharpness")
-    if not stage or not sharp:
+    """Whether the TA's SAM-mask purity (no label read) puts first the scale its mIoU puts first, on each
+    panorama set the ``mask_purity`` stage scored."""
+    stage = state.get("mask_purity")
+    if not stage or not state.get("sharpness"):
         return []
-    purity, scales, model = stage["purity"], stage["scales"], stage["model"]
-    miou = {"val": {s: sharp["val"][model][s][sharp["factors"][0]] for s in scales},
-            "cvrg": {s: sharp["cvrg"][model][s]["all"] for s in scales}}
-
-    def best(split: str) -> str:
-        return max(scales, key=lambda s: purity[split][s])
-
-    def series(split: str) -> str:
-        return " / ".join(_f(purity[split][s]) for s in scales)
-    same = all(sorted(scales, key=purity[split].get) == sorted(scales, key=miou[split].get)
-               for split in ("val", "cvrg"))
-    order = "the order of its mIoU on each" if same else "not everywhere the order of its mIoU"
-    return [f"* A lead, label-free: the TA's agreement with SAM's regions at scale {' / '.join(scales)} is "
-            f"{series('val')} on aachen validation (highest at scale {best('val')}) and {series('cvrg')} on "
-            f"CVRG (highest at scale {best('cvrg')}), {order} (section 1e); explored after CVRG's labels "
+    purity, scales, miou = stage["purity"], stage["scales"], _purity_miou(state)
+    parts, agree = [], []
+    for split, values in purity.items():
+        top = max(scales, key=lambda s: values[s])
+        known = {s: v for s, v in miou[split].items() if v is not None}
+        best = max(known, key=known.get) if known else None
+        agree.append(top == best)
+        parts.append(f"{SPLIT_NAMES.get(split, split)} {' / '.join(_f(values[s]) for s in scales)} "
+                     f"(first: scale {top}; by mIoU: {best or '—'})")
+    verdict = ("it puts first the scale the labels put first everywhere" if all(agree) else
+               "it does not put first the scale the labels put first everywhere, so it fails as a rule")
+    return [f"* A label-free lead: the TA's agreement with SAM's regions at scale {' / '.join(scales)}: "
+            + "; ".join(parts) + f". {verdict.capitalize()} (section 1e); explored after CVRG's labels "
             "had been read, so not a chosen setting."]
 
 
