@@ -240,8 +240,7 @@ STAGES = ("data", "masks", "scale_sweep", "student_scale", "fusion_select", "lr_
           "run_paper_ta_frozen_scale1", "run_ta_adapt_headline_forms_scale1", "run_ta_adapt",
           "inference_modes", "run_eq45_seed1", "run_full_paper_boundary_seed1",
           "run_full_paper_boundary_ssa_seed1", f"run_{SOFT_EQ4_RUN}", "run_eq4_scale3",
-          "run_eq4_scale3_seed1", "sharpness", f"run_{DETAIL_RUN}",
-          "mask_purity",
+          "run_eq4_scale3_seed1", "sharpness", f"run_{DETAIL_RUN}", "mask_purity",
           f"run_{DETAIL_RUN}_seed{REPEAT_SEED}", "overlays", "report")
 assert {s[4:] for s in STAGES if s.startswith("run_")} == set(RUNS)
 # Stages whose products later stages read as files (images, masks) are never restored from a record; every
@@ -267,6 +266,12 @@ def link(frames: list[Path], labels: Path, out: Path, prefix: str = "") -> Path:
             if not dst.is_symlink():
                 dst.symlink_to(src.resolve())
     return out
+
+
+def masks_args(images: Path, out: Path, points: int = POINTS) -> list[str]:
+    """The ``goodsam masks`` command of one folder of panoramas (400x2048, ``points`` x ``points``)."""
+    return [*GOODSAM, "masks", str(images), "--out", str(out), "--config", CONFIG, "--points-per-side",
+            str(points), "--height", "400", "--width", "2048"]
 
 
 def eval_args(model: str, images: Path, labels: Path, out: Path, *, windows: bool, scale: str = "1",
@@ -413,10 +418,8 @@ class Evidence:
         """``goodsam masks`` on one proxy split (two shards side by side; resumable), into
         :meth:`masks_dir`."""
         out = self.masks_dir(split, points)
-        self.parallel([[*GOODSAM, "masks", str(self.work / "proxy" / split / "images"), "--out", str(out),
-                        "--config", CONFIG, "--points-per-side", str(points), "--height", "400", "--width",
-                        "2048", "--shard", f"{k}/2"] for k in range(2)],
-                      self.work / "logs" / f"{out.parent.name}_{split}", record)
+        self.parallel([[*masks_args(self.work / "proxy" / split / "images", out, points), "--shard", f"{k}/2"]
+                       for k in range(2)], self.work / "logs" / f"{out.parent.name}_{split}", record)
         return out
 
     def stage_masks(self, record: list) -> dict:
@@ -570,9 +573,10 @@ class Evidence:
         start = time.perf_counter()
         cityscapes, categories = get_class_map("cityscapes19"), get_class_map("categories7")
         val = self.work / "proxy" / "val"
-        labels = [load_label(val / "labels" / f"{p.stem}_trainIds.png") for p in sorted(val.glob("images/*"))]
+        images = sorted(val.glob("images/*"))
+        labels = [load_label(val / "labels" / f"{p.stem}_trainIds.png") for p in images]
         val_samples = [(load_rgb(p), cityscapes.map_label(label, p))
-                       for p, label in zip(sorted(val.glob("images/*")), labels, strict=True)]
+                       for p, label in zip(images, labels, strict=True)]
         rows = content_rows(labels)
         cvrg = self.work / "cvrg"
         cvrg_label = load_label(cvrg / "labels" / "cvrg_pano_0000_categoryIds.png")
@@ -614,9 +618,8 @@ class Evidence:
         masks = {"val": self.compute_masks("val", record)}
         for split in ("val_resampled", "cvrg"):
             masks[split] = self.masks_dir(split, POINTS)
-            self.run([*GOODSAM, "masks", str(folders[split]), "--out", str(masks[split]), "--config", CONFIG,
-                      "--points-per-side", str(POINTS), "--height", "400", "--width", "2048"],
-                     self.work / "logs" / f"masks_{split}", record, threads=2)
+            self.run(masks_args(folders[split], masks[split]), self.work / "logs" / f"masks_{split}", record,
+                     threads=2)
         start = time.perf_counter()
         ta = load_model(TA)
         purity: dict = {}

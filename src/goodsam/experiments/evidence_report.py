@@ -222,6 +222,9 @@ def summary_json(state: dict) -> dict:
     return out
 
 
+NUMBER_NAMES = {"proxy": "proxy", "cvrg": "CVRG", "val": "validation"}  # a run's numbers, as text names them
+
+
 def _final_val(run: dict) -> float | None:
     return run["validation"][-1]["student"] if run.get("validation") else None
 
@@ -466,7 +469,7 @@ def _glance_gain(data: dict, eq4: str, headline: str) -> list[str]:
     a, b = means or (_run_numbers(runs[headline]), _run_numbers(runs[eq4]))
     if any(a[k] is None or b[k] is None for k in a) or any(spread.get(k) is None for k in a):
         return []
-    names = {"proxy": "proxy", "cvrg": "CVRG", "val": "validation"}
+    names = NUMBER_NAMES
     gains = ", ".join(f"{a[k] - b[k]:+.2f} {name} (spread {spread[k]:.2f})" for k, name in names.items())
     beyond = [names[k] for k in names if a[k] - b[k] > spread[k]]
     verdict = ("beyond the seed noise on all three" if len(beyond) == len(names) else
@@ -799,9 +802,10 @@ def _sharpness_lines(state: dict) -> list[str]:
     for model, scales in stage["cvrg"].items():
         for scale, cells in scales.items():
             lines.append(f"| {model} | {scale} | " + " | ".join(_f(cells.get(p)) for p in parts) + " |")
-    lines += ["", *_sharpness_weights(state, stage), *_purity_lines(state)]
     seconds = sum(item["seconds"] for item in stage.get("commands", []))
-    return lines + [f"`python benchmarks/evidence.py --only sharpness` (in-process): {_wall(seconds)}.", ""]
+    return lines + ["", *_sharpness_weights(state, stage),
+                    f"`python benchmarks/evidence.py --only sharpness` (in-process): {_wall(seconds)}.", "",
+                    *_purity_lines(state)]
 
 
 SPLIT_NAMES = {"val": "aachen validation", "val_resampled": "aachen validation with the CVRG band's detail",
@@ -842,7 +846,8 @@ def _purity_lines(state: dict) -> list[str]:
 
 def _sharpness_weights(state: dict, stage: dict) -> list[str]:
     """Which trained student section 1e scored: the work folder's weights, against the run's record (a
-    run trained again differs from its record by float-level nondeterminism amplified over training)."""
+    run trained again on later code differs from its record by float-level differences amplified over
+    training)."""
     headline = stage["headline"]
     run = _runs(state).get(headline)
     scale = (run or {}).get("student_scale") or "1"
@@ -920,7 +925,7 @@ def _detail_run_line(data: dict, state: dict) -> list[str]:
         return []
     means = _seed_means(runs, DETAIL_RUN, SOFT_EQ4_AGAINST)
     new, old = means or (_run_numbers(runs[DETAIL_RUN]), _run_numbers(runs[SOFT_EQ4_AGAINST]))
-    labels = {"proxy": "proxy", "cvrg": "CVRG", "val": "validation"}
+    labels = NUMBER_NAMES
 
     def numbers(values: dict) -> str:
         return ", ".join(f"{label} {_f(values[key])}" for key, label in labels.items())
