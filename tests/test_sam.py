@@ -248,6 +248,41 @@ def test_batched_encoder_gives_the_masks_of_one_image_per_call(window: np.ndarra
         assert np.array_equal(a.predicted_iou, b.predicted_iou)
 
 
+def test_onnx_encoder_gives_the_masks_of_the_pytorch_encoder(window: np.ndarray) -> None:
+    """The CPU default runs SAM's image encoder in ONNX Runtime: features equal PyTorch's to float rounding
+    and the masks of a real window pixel-identical (no memoised embeddings: both encoders for real)."""
+    from goodsam.sam import onnx_encoder
+
+    settings = AMGSettings(points_per_side=8)
+    by_torch = build_mask_generator("mobile_sam", settings=settings, impl="fast", encoder_runtime="torch")
+    by_onnx = build_mask_generator("mobile_sam", settings=settings, impl="fast")  # auto: ONNX on the CPU
+    assert (by_torch.encoder_runtime, by_onnx.encoder_runtime) == ("torch", "onnxruntime")
+    assert onnx_encoder.export_path(by_onnx.sam).exists()
+    (a, size_a), (b, size_b) = by_torch.encode([window])[0], by_onnx.encode([window])[0]
+    assert size_a == size_b and a.shape == b.shape and a.dtype == b.dtype
+    assert 0 < float((a - b).abs().max()) <= 1e-4 * float(a.abs().max())  # two runtimes, same numbers
+    masks_torch, masks_onnx = by_torch.generate(window), by_onnx.generate(window)
+    assert len(masks_torch) >= 3 and len(masks_torch) == len(masks_onnx)
+    assert all(np.array_equal(x, y) for x, y in zip(masks_torch.masks, masks_onnx.masks, strict=True))
+    with pytest.raises(ConfigError, match="encoder runtime"):
+        build_mask_generator("mobile_sam", settings=settings, encoder_runtime="tensorrt")
+
+
+def test_onnx_encoder_failure_falls_back_to_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from goodsam.sam import onnx_encoder
+
+    def broken(sam):
+        raise RuntimeError("exporter unavailable")
+
+    monkeypatch.setattr(onnx_encoder, "export_encoder", broken)
+    with pytest.warns(RuntimeWarning, match="exporter unavailable"):
+        generator = build_mask_generator("mobile_sam", settings=AMGSettings(points_per_side=2))
+    assert generator.encoder_runtime == "torch"
+    with pytest.raises(RuntimeError, match="exporter unavailable"):  # asked for by name: no fallback
+        build_mask_generator("mobile_sam", settings=AMGSettings(points_per_side=2),
+                             encoder_runtime="onnxruntime")
+
+
 @pytest.fixture
 def without_native(monkeypatch: pytest.MonkeyPatch):
     """Runs the PyTorch path of every fused native loop (as on a machine without a C compiler)."""

@@ -53,6 +53,7 @@ from goodsam.sam.base import AMGSettings, MaskGenerator, MaskSet, check_image
 from goodsam.sam.compat import check_fast_path_structure, check_predictor_structure
 from goodsam.sam.fast_decoder import FastMaskDecoder
 from goodsam.sam.models import LoadedSam
+from goodsam.sam.onnx_encoder import image_encoder
 
 CROP_NMS_THRESH = 0.7  # segment-anything defaults for the crop layers
 CROP_OVERLAP_RATIO = 512 / 1500
@@ -324,6 +325,9 @@ class FastMaskGenerator(MaskGenerator):
     ``screen``: (off by default: it costs more than it saves, see the module docstring) drop
     candidates whose stability upper bound (computed on the low-res logits, see
     :meth:`MaskUpsampler.stability_upper_bound`) is below the threshold before upsampling them;
+    ``encoder_runtime``: ``"auto"`` (ONNX Runtime on the CPU, PyTorch elsewhere), ``"torch"`` or
+    ``"onnxruntime"`` (:func:`goodsam.sam.onnx_encoder.image_encoder`; same masks, the CPU encoder about
+    1.6x faster); the one chosen is in ``encoder_runtime`` afterwards.
     ``check_screen``: also upsample what the screen drops and count in ``stats["screen_misses"]``
     the ones the exact score would have kept (a validation aid: slower; always 0 as the bound holds).
     After each call, ``stats`` counts prompts and candidates per stage and ``timings`` holds seconds
@@ -334,7 +338,7 @@ class FastMaskGenerator(MaskGenerator):
 
     def __init__(self, sam: LoadedSam, settings: AMGSettings, prompts_per_call: int | None = None,
                  workers: int | None = None, screen: bool = False, check_screen: bool = False,
-                 encoder_batch: int | None = None) -> None:
+                 encoder_batch: int | None = None, encoder_runtime: str = "auto") -> None:
         from importlib import import_module
 
         self.sam = sam
@@ -346,6 +350,7 @@ class FastMaskGenerator(MaskGenerator):
         on_gpu = sam.device.type == "cuda"
         self.decoder = FastMaskDecoder(model.mask_decoder, tile=1 << 16 if on_gpu else 4096,
                                        mask_tile=1 << 16 if on_gpu else 2048)
+        self.image_encoder, self.encoder_runtime = image_encoder(sam, encoder_runtime)
         self.predictor = sam.package.SamPredictor(model)
         check_predictor_structure(self.predictor)
         amg_utils = import_module(f"{sam.package.__name__}.utils.amg")
@@ -427,7 +432,7 @@ class FastMaskGenerator(MaskGenerator):
             resized = resized.permute(2, 0, 1).contiguous()[None]
             sizes.append(tuple(resized.shape[-2:]))
             inputs.append(model.preprocess(resized))
-        features = model.image_encoder(torch.cat(inputs))
+        features = self.image_encoder(torch.cat(inputs))
         return [(features[k:k + 1], size) for k, size in enumerate(sizes)]
 
     # ------------------------------------------------------------------ one crop
