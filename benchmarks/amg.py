@@ -7,9 +7,10 @@ agreement both ways (IoU >= 0.9), where the time goes in each, and on the CPU th
 the fast decoder (its matrix products at this core's measured float32 rate; the gap to the measured
 time is the elementwise passes, small-matrix inefficiency and per-call overhead).
 
-With ``--encoder-batch N`` it also times the image encoder one image per call against N per call (the
-windows and their overlap-sized 400x256 centres, as a panorama's masks batch them) and checks that the
-features are identical.
+On the CPU it also times SAM's image encoder in PyTorch against ONNX Runtime (the fast generator's CPU
+default) and prints how far their features differ. With ``--encoder-batch N`` it also times the image
+encoder one image per call against N per call (the windows and their overlap-sized 400x256 centres, as a
+panorama's masks batch them) and checks that the features are identical.
 
 ``--keep-freed-memory`` runs the whole process (both generators) with freed memory kept for reuse, as
 ``goodsam masks`` and training run on the CPU (:func:`goodsam.devices.keep_freed_memory`); without it
@@ -34,6 +35,7 @@ from goodsam.experiments.amg import (
     decoder_floor,
     decoder_profile,
     encoder_batch_seconds,
+    encoder_runtime_seconds,
     floor_lines,
     load_windows,
     matched_shares,
@@ -103,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         profile = decoder_profile(fast, windows[0][1])
         print("\n".join(profile_lines(profile, floor["sgemm_rate"], fast_stats,
                                        fast_stages.get("encoder", 0.0) / n, workers, ref_wall, n)))
+    if args.device == "cpu":
+        runtimes = encoder_runtime_seconds(fast, [image for _, image in windows])
+        ratio = runtimes["torch"] / runtimes["onnxruntime"]
+        print(f"\nimage encoder per window: PyTorch {runtimes['torch']:.2f} s, ONNX Runtime "
+              f"{runtimes['onnxruntime']:.2f} s (x{ratio:.2f}; the fast generator uses "
+              f"{fast.encoder_runtime}); features differ by at most "
+              f"{runtimes['max_rel_diff']:.1e} of the largest")
     if args.encoder_batch > 1:
         crops = [image for _, image in windows] + [image[:, 128:384].copy() for _, image in windows]
         one, many, same = encoder_batch_seconds(fast, crops, args.encoder_batch, args.device)

@@ -251,6 +251,7 @@ def test_batched_encoder_gives_the_masks_of_one_image_per_call(window: np.ndarra
 def test_onnx_encoder_gives_the_masks_of_the_pytorch_encoder(window: np.ndarray) -> None:
     """The CPU default runs SAM's image encoder in ONNX Runtime: features equal PyTorch's to float rounding
     and the masks of a real window pixel-identical (no memoised embeddings: both encoders for real)."""
+    from goodsam.experiments.amg import encoder_runtime_seconds
     from goodsam.sam import onnx_encoder
 
     settings = AMGSettings(points_per_side=8)
@@ -266,6 +267,9 @@ def test_onnx_encoder_gives_the_masks_of_the_pytorch_encoder(window: np.ndarray)
     assert all(np.array_equal(x, y) for x, y in zip(masks_torch.masks, masks_onnx.masks, strict=True))
     with pytest.raises(ConfigError, match="encoder runtime"):
         build_mask_generator("mobile_sam", settings=settings, encoder_runtime="tensorrt")
+    timed = encoder_runtime_seconds(by_onnx, [window])  # what benchmarks/amg.py prints
+    assert timed["torch"] > 0 and timed["onnxruntime"] > 0 and 0 < timed["max_rel_diff"] <= 1e-4
+    assert by_onnx.image_encoder is not by_onnx.sam.model.image_encoder  # put back afterwards
 
 
 def test_onnx_encoder_failure_falls_back_to_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from goodsam.assets import find_asset
-from goodsam.sam import MaskSet, fast_decoder, native
+from goodsam.sam import MaskSet, fast_decoder, native, onnx_encoder
 
 PANORAMAS = ("pass_1027U_0.png", "pass_1210U_1.png", "pass_7100U_1.png")
 WINDOW_X0 = (0, 768, 1536)  # window k: panorama k % 3, columns WINDOW_X0[k % 3] .. + 512
@@ -345,3 +345,25 @@ def encoder_batch_seconds(fast, images: list[np.ndarray], batch: int, device: st
     many = (time.perf_counter() - start) / len(images)
     same = all(a[1] == b[1] and torch.equal(a[0], b[0]) for a, b in zip(single, batched, strict=True))
     return one, many, same
+
+
+def encoder_runtime_seconds(fast, images: list[np.ndarray]) -> dict[str, float]:
+    """Seconds per image of SAM's image encoder in PyTorch and in ONNX Runtime (the fast generator's CPU
+    default, :mod:`goodsam.sam.onnx_encoder`), warm, on the same images, and the largest difference of
+    their features relative to the largest feature (``max_rel_diff``)."""
+    previous = fast.image_encoder
+    encoders = {"torch": fast.sam.model.image_encoder,
+                "onnxruntime": onnx_encoder.image_encoder(fast.sam, "onnxruntime")[0]}
+    result, features = {}, {}
+    try:
+        for name, encoder in encoders.items():
+            fast.image_encoder = encoder
+            fast.encode(images[:1])  # warm
+            start = time.perf_counter()
+            features[name] = [fast.encode([image])[0][0] for image in images]
+            result[name] = (time.perf_counter() - start) / len(images)
+    finally:
+        fast.image_encoder = previous
+    result["max_rel_diff"] = max(float((a - b).abs().max() / a.abs().max())
+                                 for a, b in zip(features["torch"], features["onnxruntime"], strict=True))
+    return result

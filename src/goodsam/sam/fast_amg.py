@@ -28,6 +28,9 @@ small-region steps when enabled). What changes is how the numbers are computed:
 6. prompts are decoded in small chunks by ``torch.get_num_threads()`` single-threaded workers: the
    decoder's many small operations lose most of their time in thread barriers when each one is
    parallelised (and collapse when the cores are shared), chunks of prompts are independent.
+7. on the CPU the image encoder runs in ONNX Runtime (:mod:`goodsam.sam.onnx_encoder`, exported once
+   per machine; ``encoder_runtime="torch"`` keeps PyTorch's): about 1.6x faster, features equal to
+   float rounding.
 
 Differences from the reference are float rounding only (re-associated sums): on real windows the
 masks come out pixel-identical (tests/test_sam.py, benchmarks/amg.py).

@@ -578,24 +578,38 @@ class FastMaskDecoder:
         c1, c2 = ctx.up.shape[1] // 4, w2.shape[0] // 4
         linear_gelu = _linear_gelu(tokens, act2)
         m = len(token_ids)
-        fused = native.usable(hyper)  # the masks go straight to the pixel layout
+        up_const = state.up_const.contiguous()
+        hyper = hyper.contiguous()
+        fused = c2 == 32 and native.usable(hyper, rows, weights, inv_std, ctx.up, up_const, ln.weight,
+                                           ln.bias) \
+            and ctx.up.is_contiguous() and rows.is_contiguous() and inv_std.stride(-1) == 1 \
+            and weights.stride(-1) == 1 and ln.weight.is_contiguous() and ln.bias.is_contiguous()
         out = hyper.new_empty(b, m, 4 * gh, 4 * gw) if fused else \
             torch.empty(b, gh, gw * 16, m, device=hyper.device, dtype=hyper.dtype)
         step = max(1, self.mask_tile // max(b, 1) // w)
         for y0 in range(0, gh, step):
             y1 = min(gh, y0 + step)
             sel = slice(y0 * w, y1 * w)
-            s0, s1 = inv_std[:, :1, sel], inv_std[:, 1:2, sel]
-            coef = torch.cat([weights[..., sel] * s1, s1], 1).transpose(1, 2)  # (B, R, 2 * 56 + 1)
-            x = torch.baddbmm(state.up_const, coef, rows)  # (B, R, 4*C1)
-            x.addcmul_((s0 * s1).transpose(1, 2), ctx.up[sel])
-            x = x.view(b, y1 - y0, w, -1)[:, :, :gw].reshape(-1, 4, c1)
-            x = act1(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)).view(-1, c1)
+            if fused:  # const + s1 (X^T rows + beta + s0 up), then the LayerNorm, in one native pass
+                y = torch.bmm(weights[..., sel].transpose(1, 2), rows[:, :-1])
+                x = y.new_empty(b, y1 - y0, gw, 4, c1)
+                native.kernels().up_norm(y.data_ptr(), rows[:, -1].data_ptr(), rows.stride(0), b, y1 - y0, w,
+                                         gw, inv_std[:, 0, sel].data_ptr(),
+                                         inv_std[:, 1, sel].data_ptr(), inv_std.stride(0),
+                                         ctx.up[sel].data_ptr(), up_const.data_ptr(), ln.weight.data_ptr(),
+                                         ln.bias.data_ptr(), float(ln.eps), c1, x.data_ptr())
+                x = _activation_(act1, x.view(-1, c1))
+            else:
+                s0, s1 = inv_std[:, :1, sel], inv_std[:, 1:2, sel]
+                coef = torch.cat([weights[..., sel] * s1, s1], 1).transpose(1, 2)  # (B, R, 2 * 56 + 1)
+                x = torch.baddbmm(up_const, coef, rows)  # (B, R, 4*C1)
+                x.addcmul_((s0 * s1).transpose(1, 2), ctx.up[sel])
+                x = x.view(b, y1 - y0, w, -1)[:, :, :gw].reshape(-1, 4, c1)
+                x = act1(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)).view(-1, c1)
             x = linear_gelu(x, w2, b2)
-            if fused:  # (B, M, rows, gw, 4, 4) in sub-pixel order, unshuffled into the pixel layout
-                logits = torch.bmm(hyper, x.view(b, -1, c2).transpose(1, 2))
-                native.kernels().unshuffle_masks(logits.data_ptr(), b, m, y1 - y0, gw, out.data_ptr(), 4 * gh,
-                                                 4 * gw, y0)
+            if fused:  # hyper . rows in one native pass, written in the pixel layout
+                native.kernels().hyper_masks(x.data_ptr(), hyper.data_ptr(), b, m, y1 - y0, gw,
+                                             out.data_ptr(), 4 * gh, 4 * gw, y0)
             else:
                 out[:, y0:y1] = torch.bmm(x.view(b, -1, c2), hyper_t).view(b, y1 - y0, -1, m)
         if fused:
@@ -609,6 +623,13 @@ class FastMaskDecoder:
         if weights is None or weights[0].device != like.device or weights[0].dtype != like.dtype:
             weights = self._up_weights = tuple(t.to(like) for t in self._upscaling_weights())
         return weights
+
+
+def _activation_(act: nn.Module, x: Tensor) -> Tensor:
+    """``act(x)``, in place for PyTorch's GELU (the upscaler's), else as the module computes it."""
+    if isinstance(act, nn.GELU):
+        return torch.ops.aten.gelu_(x, approximate=act.approximate)
+    return act(x)
 
 
 def _head_blocks_take(x: Tensor, num_heads: int, t: int) -> Tensor:

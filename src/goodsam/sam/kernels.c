@@ -329,23 +329,60 @@ void layer1_stats(const float *x, int64_t x_bs, int64_t ld, const float *y0, con
         }
     }
 }
-/* Mask logits from the upscaler's sub-pixel order to the image's: src (B, M, rows, gw, 4, 4) with
- * sub-pixel (a, b) = (s >> 1, s & 1) and sub-sub-pixel (a', b') likewise goes to
- * out (B, M, H4, W4) at (4 (y0 + y) + 2a + a', 4x + 2b + b'). */
-void unshuffle_masks(const float *src, int B, int M, int rows, int gw, float *out, int H4, int W4, int y0) {
-    for (int64_t bm = 0; bm < (int64_t)B * M; bm++)
-        for (int y = 0; y < rows; y++)
-            for (int a = 0; a < 2; a++)
-                for (int a2 = 0; a2 < 2; a2++) {
-                    float *dst = out + (bm * H4 + 4 * (int64_t)(y0 + y) + 2 * a + a2) * W4;
-                    const float *s = src + ((bm * rows + y) * gw) * 16;
-                    for (int x = 0; x < gw; x++, s += 16) {
-                        dst[4 * x + 0] = s[(2 * a) * 4 + 2 * a2];
-                        dst[4 * x + 1] = s[(2 * a) * 4 + 2 * a2 + 1];
-                        dst[4 * x + 2] = s[(2 * a + 1) * 4 + 2 * a2];
-                        dst[4 * x + 3] = s[(2 * a + 1) * 4 + 2 * a2 + 1];
+/* r[i] = sum of the 16 lanes of v[i], for i < 16: a butterfly of 15 half-swaps and adds (each level
+ * pairs the vectors and halves the lanes per vector). Plain sums where the shuffle builtin is missing. */
+static inline v16 sum16(const v16 *v) {
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+    v16 c[8], d[4], e[2];
+    for (int k = 0; k < 8; k++)
+        c[k] = __builtin_shufflevector(v[2 * k], v[2 * k + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+             + __builtin_shufflevector(v[2 * k], v[2 * k + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    for (int k = 0; k < 4; k++)
+        d[k] = __builtin_shufflevector(c[2 * k], c[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
+             + __builtin_shufflevector(c[2 * k], c[2 * k + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    for (int k = 0; k < 2; k++)
+        e[k] = __builtin_shufflevector(d[2 * k], d[2 * k + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29)
+             + __builtin_shufflevector(d[2 * k], d[2 * k + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+    return __builtin_shufflevector(e[0], e[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+         + __builtin_shufflevector(e[0], e[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+#else
+    float r[W];
+    for (int i = 0; i < W; i++) r[i] = hsum(v[i]);
+    return load(r);
+#endif
+}
+
+/* Mask logits of the upscaler's output rows, straight into the image's pixel layout: z (B, rows, gw,
+ * 4, 4, 32) holds per image token its 4 sub-pixels (a, b) = (s >> 1, s & 1), each with 4 sub-sub-pixels
+ * (a', b') likewise, of 32 channels; out[b, m, 4 (y0 + y) + 2a + a', 4x + 2b + b'] = hyper[b, m] . z
+ * row. hyper: (B, M, 32); out: (B, M, H4, W4). */
+void hyper_masks(const float *z, const float *hyper, int B, int M, int rows, int gw, float *out, int H4, int W4,
+                 int y0) {
+    enum { C = 32 };
+    int src_row[W]; /* output pixel (4 rows x 4 columns of a token) -> z row (s * 4 + s') */
+    for (int i = 0; i < W; i++) {
+        int a = i >> 3, a2 = (i >> 2) & 1, bb = (i >> 1) & 1, b2 = i & 1;
+        src_row[i] = (2 * a + bb) * 4 + 2 * a2 + b2;
+    }
+    for (int b = 0; b < B; b++)
+        for (int m = 0; m < M; m++) {
+            const float *h = hyper + ((int64_t)b * M + m) * C;
+            v16 h0 = load(h), h1 = load(h + W);
+            float *plane = out + ((int64_t)b * M + m) * H4 * W4;
+            for (int y = 0; y < rows; y++)
+                for (int x = 0; x < gw; x++) {
+                    const float *zt = z + ((((int64_t)b * rows + y) * gw + x) * 16) * C;
+                    v16 v[W];
+                    for (int i = 0; i < W; i++) {
+                        const float *row = zt + src_row[i] * C;
+                        v[i] = load(row) * h0 + load(row + W) * h1;
                     }
+                    float r[W];
+                    store(r, sum16(v));
+                    float *dst = plane + (int64_t)(4 * (y0 + y)) * W4 + 4 * x;
+                    for (int k = 0; k < 4; k++) memcpy(dst + (int64_t)k * W4, r + 4 * k, 4 * sizeof(float));
                 }
+        }
 }
 
 /* Binary masks and their boxes from column-resized low-res logits (as in stability_counts): pixel
@@ -396,4 +433,52 @@ void resize_cols(const float *src, int n, int K, int X0, const int32_t *start, c
             o[x] = v;
         }
     }
+}
+
+/* The upscaler's first step after its linear part, per image token (see fast_decoder.py, masks):
+ * v = cst + s1 * (y + beta + s0 * up) over the 4 * C1 channels (4 sub-pixels of C1 channels), then
+ * each sub-pixel's C1 channels LayerNorm-ed (mean and variance over them, + eps) and scaled by lnw,
+ * shifted by lnb. y: (B, rows * w, 4 * C1); beta: (B, 4 * C1) rows of batch stride beta_bs; up:
+ * (rows * w, 4 * C1); s0, s1: (B, rows * w) rows of batch stride s_bs; out: (B, rows, gw, 4, C1), only
+ * the first gw tokens of each grid row (the rest is padding). */
+void up_norm(const float *y, const float *beta, int64_t beta_bs, int B, int rows, int w, int gw,
+             const float *s0, const float *s1, int64_t s_bs, const float *up, const float *cst, const float *lnw, const float *lnb, float eps, int C1,
+             float *out) {
+    const int C = 4 * C1;
+    float v[C];
+    for (int b = 0; b < B; b++)
+        for (int yy = 0; yy < rows; yy++)
+            for (int x = 0; x < gw; x++) {
+                int64_t tok = (int64_t)yy * w + x;
+                const float *yt = y + ((int64_t)b * rows * w + tok) * C, *ut = up + tok * C;
+                const float *bt = beta + b * beta_bs;
+                float a = s0[b * s_bs + tok], s = s1[b * s_bs + tok];
+                float *o = out + (((int64_t)b * rows + yy) * gw + x) * C;
+                int c = 0;
+                for (; c + W <= C; c += W)
+                    store(v + c, load(cst + c) + s * (load(yt + c) + load(bt + c) + a * load(ut + c)));
+                for (; c < C; c++) v[c] = cst[c] + s * (yt[c] + bt[c] + a * ut[c]);
+                for (int g = 0; g < 4; g++) {
+                    const float *vg = v + g * C1;
+                    float *og = o + g * C1;
+                    float sum = 0.0f, sq = 0.0f;
+                    int k = 0;
+                    if (C1 % W == 0) {
+                        v16 acc = {0};
+                        for (; k < C1; k += W) acc += load(vg + k);
+                        sum = hsum(acc);
+                    } else for (; k < C1; k++) sum += vg[k];
+                    float mean = sum / C1;
+                    if (C1 % W == 0) {
+                        v16 acc = {0};
+                        for (k = 0; k < C1; k += W) { v16 d = load(vg + k) - mean; acc += d * d; }
+                        sq = hsum(acc);
+                    } else for (k = 0; k < C1; k++) sq += (vg[k] - mean) * (vg[k] - mean);
+                    float inv = 1.0f / __builtin_sqrtf(sq / C1 + eps);
+                    if (C1 % W == 0)
+                        for (k = 0; k < C1; k += W)
+                            store(og + k, (load(vg + k) - mean) * inv * load(lnw + k) + load(lnb + k));
+                    else for (k = 0; k < C1; k++) og[k] = (vg[k] - mean) * inv * lnw[k] + lnb[k];
+                }
+            }
 }

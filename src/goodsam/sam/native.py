@@ -26,9 +26,10 @@ SIGNATURES = {  # argument types of each function in kernels.c (all return void)
     "layer0_stats": [_p, _p, _p, _i64, _i, _i, _i, _p, _p, _f, _f, _p, _i64, _p, _i64, _i64, _i64, _p, _i64],
     "layer1_stats": [_p, _i64, _i64, _p, _p, _p, _i64, _p, _p, _p, _i64, _i, _i, _i,
                      _p, _p, _p, _p, _p, _p, _f, _f, _f],
-    "unshuffle_masks": [_p, _i, _i, _i, _i, _p, _i, _i, _i],
+    "hyper_masks": [_p, _p, _i, _i, _i, _i, _p, _i, _i, _i],
     "threshold_masks": [_p, _i, _i, _i, _p, _p, _i, _i, _f, _p, _p],
     "resize_cols": [_p, _i, _i, _i, _p, _p, _i, _i, _p],
+    "up_norm": [_p, _p, _i64, _i, _i, _i, _i, _p, _p, _i64, _p, _p, _p, _p, _f, _i, _p],
 }
 
 LIBRARY = NativeLibrary(SOURCE, SIGNATURES)
