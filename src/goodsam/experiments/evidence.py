@@ -343,6 +343,12 @@ class Evidence:
     state: dict = field(default_factory=dict)  # stage name -> its result (the stage files)
 
     # ------------------------------------------------------------------------------------- commands
+    def shown(self, args: list[str]) -> str:
+        """A command as its record shows it: ``goodsam …`` for the CLI, paths relative to the checkout."""
+        if args[:3] == GOODSAM:
+            args = ["goodsam" if a == "goodsam.cli" else a for a in args[2:]]
+        return shlex.join(args).replace(str(self.root) + "/", "")
+
     def run(self, args: list[str], log: Path, record: list, threads: int = 1) -> float:
         """Run a command (output appended to ``log``, ``threads`` CPU threads per process); record its
         display form and wall time."""
@@ -354,8 +360,7 @@ class Evidence:
             done = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, env=threads_env(threads),
                                   cwd=self.root)
         seconds = time.perf_counter() - start
-        shown = shlex.join(["goodsam" if a == "goodsam.cli" else a for a in args[2:]] if args[:3] == GOODSAM
-                           else args).replace(str(self.root) + "/", "")
+        shown = self.shown(args)
         record.append({"command": shown, "seconds": round(seconds, 1), "rc": done.returncode})
         if done.returncode:
             raise SystemExit(f"evidence: command failed (rc {done.returncode}), see {log}: {shown}")
@@ -375,7 +380,7 @@ class Evidence:
             for args, proc, start, handle in procs:
                 rc = proc.wait()
                 handle.close()
-                record.append({"command": shlex.join(args[2:]),
+                record.append({"command": self.shown(args),
                                "seconds": round(time.perf_counter() - start, 1), "rc": rc})
                 if rc:
                     raise SystemExit(f"evidence: command failed (rc {rc}), see {log}: {shlex.join(args)}")
@@ -833,8 +838,11 @@ class Evidence:
         return read_records(self.docs)
 
     def save_record(self, stage: str, result: dict) -> None:
-        """Add one finished stage's record to ``docs/results/stages.json`` (commit it to keep it)."""
-        write_records(self.docs, {**read_records(self.docs), stage: result})
+        """Add one finished stage's record to ``docs/results/stages.json`` (commit it to keep it), with
+        no path of this checkout in it (another checkout's report shows it as this one's does)."""
+        prefix = str(self.root) + "/"
+        record = json.loads(json.dumps(result, default=str).replace(prefix, ""))
+        write_records(self.docs, {**read_records(self.docs), stage: record})
 
     def run_stages(self, only: Collection[str] | None = None, redo: Collection[str] = ()) -> dict:
         """Load the finished stages, run the missing ones (only ``only``, when given; ``redo`` again).
@@ -853,6 +861,8 @@ class Evidence:
                 self.state[stage] = json.loads(path.read_text())
                 continue
             if only and stage not in only:
+                if stage in NOT_RESTORED and stage in records:  # not run here: the report still lists
+                    self.state[stage] = records[stage]  # the commands that made its files
                 continue
             print(f"[evidence] {stage} ...", flush=True)
             record: list = []

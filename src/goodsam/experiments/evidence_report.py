@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
+import re
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -30,8 +30,8 @@ def _shown(command: str, root: Path) -> str:
     for prefix in ("goodsam.cli ", "-m goodsam.cli "):
         if command.startswith(prefix):
             command = "goodsam " + command[len(prefix):]
-    command = command.replace(f"{sys.executable} -m torch.distributed.run", "torchrun")
-    return command.replace(str(root) + "/", "")
+    command = command.replace(str(root) + "/", "")
+    return re.sub(r"^\S*python3? -m torch\.distributed\.run", "torchrun", command)
 
 
 def _command(stage: dict, needle: str, root: Path) -> tuple[str, float | None]:
