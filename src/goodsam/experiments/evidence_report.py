@@ -950,7 +950,9 @@ def _per_class_table(columns: dict[str, dict]) -> list[str]:
 
 def write_report(docs: Path, state: dict, root: Path) -> Path:
     """Write ``docs/results.md``, ``docs/results.json`` and the curves of the stage results ``state``
-    (``docs/results_notes.md`` appended); commands are shown relative to the checkout ``root``."""
+    (``docs/results_notes.md`` appended); commands are shown relative to the checkout ``root``, and
+    no path of it goes into ``results.json`` (the same file whichever checkout writes it)."""
+    state = json.loads(json.dumps(state, default=str).replace(str(root) + "/", ""))
     data = summary_json(state)
     (docs / "results.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     curve = plot_curves(state, docs / "results" / "validation_curves.png")
