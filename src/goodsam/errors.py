@@ -1,6 +1,13 @@
 """User-facing errors: the CLI prints them as one line and exits non-zero."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty): what a
+    one-line error quotes of a library's multi-line one."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class GoodSAMError(Exception):
     """An error caused by the user's input or environment, with a message saying how to fix it."""
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from goodsam.errors import GoodSAMError
+from goodsam.errors import GoodSAMError, first_line
 from goodsam.fileio import atomic_path
 from goodsam.imageio import resize_rgb
 from goodsam.inference import ONNX_INPUT, ONNX_OUTPUT, OnnxSegmenter
@@ -62,7 +62,7 @@ def export_onnx(model: Segmenter, path: str | Path, height: int = DEFAULT_SIZE[0
                                   dynamic_axes={ONNX_INPUT: axes, ONNX_OUTPUT: axes},
                                   do_constant_folding=True)
         except Exception as exc:  # the exporter raises many types; one line for the user
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ExportError(f"ONNX export of {getattr(model, 'name', 'model')} failed: {first}") from None
         _add_metadata(tmp, model)
     return path

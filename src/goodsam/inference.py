@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from goodsam.devices import resolve_device
-from goodsam.errors import AssetError, ConfigError
+from goodsam.errors import AssetError, ConfigError, first_line
 from goodsam.imageio import MIN_IMAGE_SIDE, check_image_size, resize_rgb
 from goodsam.imageio import resize_label as resize_label  # re-exported: its old home
 from goodsam.model_format import MODEL_CONFIG, MODEL_WEIGHTS, is_exported_model, load_exported_model
@@ -80,7 +80,7 @@ class OnnxSegmenter:
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise AssetError(f"cannot load ONNX model {self.path}: {first}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:

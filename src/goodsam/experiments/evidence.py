@@ -48,6 +48,7 @@ from goodsam.experiments.evidence_report import (
     SOFT_EQ4_RUN,
     headline_run,
     override_values,
+    portable,
     write_report,
 )
 from goodsam.experiments.sharpness import content_rows, mask_purity, score_whole
@@ -840,9 +841,7 @@ class Evidence:
     def save_record(self, stage: str, result: dict) -> None:
         """Add one finished stage's record to ``docs/results/stages.json`` (commit it to keep it), with
         no path of this checkout in it (another checkout's report shows it as this one's does)."""
-        prefix = str(self.root) + "/"
-        record = json.loads(json.dumps(result, default=str).replace(prefix, ""))
-        write_records(self.docs, {**read_records(self.docs), stage: record})
+        write_records(self.docs, {**read_records(self.docs), stage: portable(result, self.root)})
 
     def run_stages(self, only: Collection[str] | None = None, redo: Collection[str] = ()) -> dict:
         """Load the finished stages, run the missing ones (only ``only``, when given; ``redo`` again).

@@ -25,6 +25,12 @@ def _wall(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def portable(tree: dict, root: Path) -> dict:
+    """A JSON-able stage record or state with no path of the checkout ``root`` in it (paths made relative),
+    so that records and reports are the same whichever checkout made them."""
+    return json.loads(json.dumps(tree, default=str).replace(str(root) + "/", ""))
+
+
 def _shown(command: str, root: Path) -> str:
     """A recorded command as a user types it: ``goodsam …``, paths relative to the checkout ``root``."""
     for prefix in ("goodsam.cli ", "-m goodsam.cli "):
@@ -952,7 +958,7 @@ def write_report(docs: Path, state: dict, root: Path) -> Path:
     """Write ``docs/results.md``, ``docs/results.json`` and the curves of the stage results ``state``
     (``docs/results_notes.md`` appended); commands are shown relative to the checkout ``root``, and
     no path of it goes into ``results.json`` (the same file whichever checkout writes it)."""
-    state = json.loads(json.dumps(state, default=str).replace(str(root) + "/", ""))
+    state = portable(state, root)
     data = summary_json(state)
     (docs / "results.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     curve = plot_curves(state, docs / "results" / "validation_curves.png")

@@ -442,8 +442,8 @@ void resize_cols(const float *src, int n, int K, int X0, const int32_t *start, c
  * (rows * w, 4 * C1); s0, s1: (B, rows * w) rows of batch stride s_bs; out: (B, rows, gw, 4, C1), only
  * the first gw tokens of each grid row (the rest is padding). */
 void up_norm(const float *y, const float *beta, int64_t beta_bs, int B, int rows, int w, int gw,
-             const float *s0, const float *s1, int64_t s_bs, const float *up, const float *cst, const float *lnw, const float *lnb, float eps, int C1,
-             float *out) {
+             const float *s0, const float *s1, int64_t s_bs, const float *up, const float *cst,
+             const float *lnw, const float *lnb, float eps, int C1, float *out) {
     const int C = 4 * C1;
     float v[C];
     for (int b = 0; b < B; b++)

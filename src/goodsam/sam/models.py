@@ -14,7 +14,7 @@ from torch import nn
 
 from goodsam.assets import resolve_weight, sha256_file
 from goodsam.devices import resolve_device
-from goodsam.errors import AssetError, ConfigError
+from goodsam.errors import AssetError, ConfigError, first_line
 
 # model name -> (python package providing it, key in that package's sam_model_registry)
 MODELS: dict[str, tuple[str, str]] = {
@@ -75,7 +75,7 @@ def load_sam(model: str = "mobile_sam", weights: str | os.PathLike | None = None
     try:
         sam.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise AssetError(f"{path} is not a {model} checkpoint ({first})") from None
     sam.eval().requires_grad_(False).to(dev)
     loaded = LoadedSam(model, sam, package, path, sha256_file(path))

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from goodsam.assets import user_cache_dir
-from goodsam.errors import ConfigError
+from goodsam.errors import ConfigError, first_line
 from goodsam.fileio import atomic_path
 from goodsam.sam.models import LoadedSam
 
@@ -113,13 +113,12 @@ def image_encoder(sam: LoadedSam, runtime: str = "auto") -> tuple[Callable[[Tens
                           f"{sam.device}")
     if runtime == "torch" or (runtime == "auto" and (not on_cpu or _encoder_bytes(sam) > MAX_ONNX_BYTES)):
         return sam.model.image_encoder, "torch"
-    if runtime == "onnxruntime":
-        return OnnxImageEncoder(sam), "onnxruntime"
     try:
         return OnnxImageEncoder(sam), "onnxruntime"
     except Exception as exc:  # noqa: BLE001 - any export or runtime failure: the PyTorch encoder still works
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        warnings.warn(f"SAM encoder stays in PyTorch: ONNX export or runtime failed ({first})",
+        if runtime == "onnxruntime":  # asked for by name: no fallback
+            raise
+        warnings.warn(f"SAM encoder stays in PyTorch: ONNX export or runtime failed ({first_line(exc)})",
                       RuntimeWarning, stacklevel=2)
         return sam.model.image_encoder, "torch"
 
